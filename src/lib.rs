@@ -1,0 +1,26 @@
+//! ce-auth: a credential-helper daemon for the Climate Engine API.
+//!
+//! `ce-authd` holds client secrets in memory, obtains OAuth2 access tokens,
+//! refreshes them before they expire and serves them over a local socket to
+//! `ce-auth` and any program that speaks the line-delimited JSON protocol.
+//!
+//! Module map:
+//! - [`protocol`]: request/reply types of the socket protocol, shared by both binaries.
+//! - [`secret`]: secret values (redacted, zeroed, locked memory).
+//! - [`config`]: the TOML configuration and profile validation.
+//! - [`engine`]: token cache, single-flight acquisition and proactive refresh.
+//! - [`paths`]: every config and runtime path.
+//! - [`ipc`]: local sockets (Unix socket / named pipe), peer checks.
+//! - [`server`]: the daemon's accept loop and connections.
+//! - [`systemd`]: readiness, watchdog, socket activation.
+//! - [`issuer`]: the emulated Climate Engine authorization server (`ce-authd --dev`, tests).
+
+pub mod config;
+pub mod engine;
+pub mod ipc;
+pub mod issuer;
+pub mod paths;
+pub mod protocol;
+pub mod secret;
+pub mod server;
+pub mod systemd;

@@ -1,0 +1,309 @@
+//! The socket protocol (v1): request and reply types shared by `ce-authd` and `ce-auth`.
+//!
+//! Framing lives in [`crate::wire`]; this module only says what a line means.
+//! Every request is one JSON object tagged by `op`; every reply is one JSON
+//! object with `"ok": true` and the op's fields, or `"ok": false` and an
+//! [`WireError`]. See `docs/PROTOCOL.md` for the full description.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ProfileSpec;
+use crate::secret::Secret;
+
+/// The protocol version this build speaks. Bumped only for incompatible changes.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The longest line, in bytes including the `\n`, either side may send.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The `min_ttl` used when a `token` request names none, in seconds.
+pub const DEFAULT_MIN_TTL: u64 = 60;
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Version handshake; a client should send it first.
+    Hello {
+        /// The protocol version the client speaks.
+        version: u32,
+        /// Free-form client name, for logs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
+    /// A fresh access token for a profile (the default profile when absent).
+    Token {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+        /// Seconds the token must still be valid for; [`DEFAULT_MIN_TTL`] when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_ttl: Option<u64>,
+    },
+    /// Daemon and per-profile state.
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
+    /// Load a profile and its secret at runtime, held in memory only.
+    Add {
+        profile: String,
+        /// The profile's settings, with the same keys as a `[profiles.NAME]` table.
+        settings: Box<ProfileSpec>,
+        /// The client secret (client_credentials) or password (password grant).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        secret: Option<Secret>,
+        /// Replace a profile of the same name instead of refusing.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replace: bool,
+    },
+    /// Forget a profile, its secret and its token.
+    Remove { profile: String },
+    /// Obtain a new token now (the default profile when absent), even if the cached one is fresh.
+    Refresh {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
+    /// Re-read the configuration file; unchanged profiles keep their tokens.
+    Reload {},
+    /// Stop the daemon after answering.
+    Shutdown {},
+}
+
+impl Request {
+    /// The op name as it appears on the wire, for logs.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Hello { .. } => "hello",
+            Request::Token { .. } => "token",
+            Request::Status { .. } => "status",
+            Request::Add { .. } => "add",
+            Request::Remove { .. } => "remove",
+            Request::Refresh { .. } => "refresh",
+            Request::Reload {} => "reload",
+            Request::Shutdown {} => "shutdown",
+        }
+    }
+}
+
+/// Stable error codes carried in failure replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The line was not a valid request (bad JSON, unknown op or field, wrong type).
+    BadRequest,
+    /// The line was longer than [`MAX_LINE`]; the daemon closes the connection after this reply.
+    LineTooLong,
+    /// The client's protocol version is not supported.
+    UnsupportedVersion,
+    /// No profile of that name, or no default profile.
+    UnknownProfile,
+    /// A profile of that name already exists (`add` without `replace`).
+    ProfileExists,
+    /// The issuer refused the credentials (invalid_client, invalid_grant, other permanent errors).
+    CredentialsRejected,
+    /// The issuer could not be reached or answered with a transient error, and no
+    /// token with enough time left is held.
+    IssuerUnavailable,
+    /// The configuration (file or `add` settings) is invalid.
+    ConfigError,
+    /// The peer is not allowed to talk to this daemon.
+    PermissionDenied,
+    /// Too many connections; try again.
+    Busy,
+    /// The daemon is shutting down.
+    ShuttingDown,
+    /// A bug in the daemon; the message says more.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The `ce-auth` exit status for this error (documented in the README).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorCode::UnknownProfile => exit::UNKNOWN_PROFILE,
+            ErrorCode::CredentialsRejected => exit::CREDENTIALS_REJECTED,
+            ErrorCode::IssuerUnavailable => exit::ISSUER_UNAVAILABLE,
+            ErrorCode::ConfigError => exit::CONFIG,
+            ErrorCode::PermissionDenied => exit::NOT_RUNNING,
+            _ => exit::FAILURE,
+        }
+    }
+}
+
+/// Exit statuses of the `ce-auth` client, one definition for code and docs.
+pub mod exit {
+    /// Success.
+    pub const OK: i32 = 0;
+    /// Any other failure.
+    pub const FAILURE: i32 = 1;
+    /// Bad command-line usage.
+    pub const USAGE: i32 = 2;
+    /// No daemon answers on the socket (and autostart is off or failed).
+    pub const NOT_RUNNING: i32 = 3;
+    /// The profile does not exist (or there is no default profile).
+    pub const UNKNOWN_PROFILE: i32 = 4;
+    /// The issuer rejected the profile's credentials.
+    pub const CREDENTIALS_REJECTED: i32 = 5;
+    /// The issuer is unavailable and no fresh-enough token is held.
+    pub const ISSUER_UNAVAILABLE: i32 = 6;
+    /// The configuration is invalid.
+    pub const CONFIG: i32 = 7;
+}
+
+/// The error object of a failure reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: ErrorCode,
+    /// A human-readable, actionable message. Never contains a secret or token.
+    pub message: String,
+}
+
+impl WireError {
+    /// A new error with a code and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for WireError {}
+
+/// Reply to `hello`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloReply {
+    /// The protocol version the daemon speaks.
+    pub version: u32,
+    /// The daemon's name and package version, e.g. `ce-authd 0.1.0`.
+    pub daemon: String,
+    /// The daemon's process id.
+    pub pid: u32,
+}
+
+/// Reply to `token` and `refresh`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenReply {
+    pub access_token: Secret,
+    /// Always `bearer` (lower case), whatever the issuer's spelling.
+    pub token_type: String,
+    /// Expiry, in seconds since the Unix epoch.
+    pub expires_at: i64,
+    /// The profile the token belongs to (resolved when the request named none).
+    pub profile: String,
+}
+
+/// State of one profile, as reported by `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileStatus {
+    pub name: String,
+    /// One of `empty` (no token yet), `fresh`, `refreshing`, `backoff`, `failed`, `idle`.
+    pub state: String,
+    pub grant: String,
+    /// Client authentication method; absent for the password grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<String>,
+    pub token_url: String,
+    /// Expiry of the held token (Unix seconds), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+    /// When the next background refresh is due (Unix seconds), if scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_refresh: Option<i64>,
+    /// When the last token was obtained (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh: Option<i64>,
+    /// The last failure, as a readable message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Tokens handed to callers.
+    pub served: u64,
+    /// Tokens obtained from the issuer.
+    pub refreshed: u64,
+    /// Failed token requests.
+    pub failed: u64,
+}
+
+/// Reply to `status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub version: u32,
+    pub daemon: String,
+    pub pid: u32,
+    /// Seconds since the daemon started.
+    pub uptime: u64,
+    /// Whether secret memory is locked against swap.
+    pub memory_locked: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_profile: Option<String>,
+    pub profiles: Vec<ProfileStatus>,
+}
+
+/// Reply to `add` and `remove`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileReply {
+    pub profile: String,
+}
+
+/// Reply to `reload`: which profiles changed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReply {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    pub unchanged: Vec<String>,
+}
+
+/// Reply to `shutdown`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Serialises a success reply: `{"ok": true, ...fields of body}`.
+pub fn ok_line<T: Serialize>(body: &T) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Ok<'a, T> {
+        ok: bool,
+        #[serde(flatten)]
+        body: &'a T,
+    }
+    let mut v = serde_json::to_vec(&Ok { ok: true, body })?;
+    v.push(b'\n');
+    Ok(v)
+}
+
+/// Serialises a failure reply: `{"ok": false, "error": {...}}`.
+pub fn err_line(error: &WireError) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Err<'a> {
+        ok: bool,
+        error: &'a WireError,
+    }
+    // a struct of a bool, an enum and a string always serialises
+    let mut v = serde_json::to_vec(&Err { ok: false, error }).expect("error reply serialises");
+    v.push(b'\n');
+    v
+}
+
+/// Parses a reply line into `T` on success, or the daemon's [`WireError`].
+///
+/// Returns `Err(None)` when the line is not a valid reply at all.
+pub fn parse_reply<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, Option<WireError>> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        ok: bool,
+        #[serde(default)]
+        error: Option<WireError>,
+    }
+    let env: Envelope = serde_json::from_slice(line).map_err(|_| None)?;
+    if env.ok {
+        serde_json::from_slice(line).map_err(|_| None)
+    } else {
+        Err(env.error)
+    }
+}
