@@ -8,19 +8,29 @@
 //! - [`protocol`]: request/reply types of the socket protocol, shared by both binaries.
 //! - [`secret`]: secret values (redacted, zeroed, locked memory).
 //! - [`config`]: the TOML configuration and profile validation.
+//! - [`oauth`]: token requests, grants, client authentication, error classes.
 //! - [`engine`]: token cache, single-flight acquisition and proactive refresh.
 //! - [`paths`]: every config and runtime path.
 //! - [`ipc`]: local sockets (Unix socket / named pipe), peer checks.
+//! - [`wire`]: framed JSON lines with a size cap and timeouts.
+//! - [`handler`]: one function per op.
+//! - [`client`]: a synchronous client of the socket.
+//! - [`hardening`]: not dumpable, no core files.
 //! - [`server`]: the daemon's accept loop and connections.
 //! - [`systemd`]: readiness, watchdog, socket activation.
 //! - [`issuer`]: the emulated Climate Engine authorization server (`ce-authd --dev`, tests).
 
+pub mod client;
 pub mod config;
 pub mod engine;
+pub mod handler;
+pub mod hardening;
 pub mod ipc;
 pub mod issuer;
+pub mod oauth;
 pub mod paths;
 pub mod protocol;
 pub mod secret;
 pub mod server;
 pub mod systemd;
+pub mod wire;

@@ -1,0 +1,3 @@
+//! One function per socket op: turns a request into a reply.
+//!
+//! STUB: to be filled in.

@@ -1,0 +1,3 @@
+//! OAuth2 token requests: grants, client authentication, response parsing, error classes.
+//!
+//! STUB: to be filled in.
