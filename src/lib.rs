@@ -16,6 +16,7 @@
 //! - [`handler`]: one function per op.
 //! - [`client`]: a synchronous client of the socket.
 //! - [`hardening`]: not dumpable, no core files.
+//! - [`lifecycle`]: daemonizing, pidfile, signals.
 //! - [`server`]: the daemon's accept loop and connections.
 //! - [`systemd`]: readiness, watchdog, socket activation.
 //! - [`issuer`]: the emulated Climate Engine authorization server (`ce-authd --dev`, tests).
@@ -27,6 +28,7 @@ pub mod handler;
 pub mod hardening;
 pub mod ipc;
 pub mod issuer;
+pub mod lifecycle;
 pub mod oauth;
 pub mod paths;
 pub mod protocol;

@@ -65,6 +65,20 @@ pub enum Request {
     },
     /// Re-read the configuration file; unchanged profiles keep their tokens.
     Reload {},
+    /// The issuer's `users/me` for a profile's token (the default profile when absent).
+    Whoami {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        profile: Option<String>,
+    },
+    /// The tutorial's bootstrap, done by the daemon: password grant with `email`
+    /// and `password`, then create an API client (`POST /api/v1/clients/`).
+    Login {
+        /// The token endpoint; Climate Engine's when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token_url: Option<String>,
+        email: String,
+        password: Secret,
+    },
     /// Stop the daemon after answering.
     Shutdown {},
 }
@@ -80,6 +94,8 @@ impl Request {
             Request::Remove { .. } => "remove",
             Request::Refresh { .. } => "refresh",
             Request::Reload {} => "reload",
+            Request::Whoami { .. } => "whoami",
+            Request::Login { .. } => "login",
             Request::Shutdown {} => "shutdown",
         }
     }
@@ -258,6 +274,23 @@ pub struct ReloadReply {
     pub removed: Vec<String>,
     pub changed: Vec<String>,
     pub unchanged: Vec<String>,
+}
+
+/// Reply to `whoami`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WhoamiReply {
+    pub profile: String,
+    /// The issuer's `users/me` object, as returned.
+    pub user: serde_json::Value,
+}
+
+/// Reply to `login`: the new API client. The secret is shown once; store it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoginReply {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// The user the client belongs to.
+    pub user_id: String,
 }
 
 /// Reply to `shutdown`.

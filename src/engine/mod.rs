@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, Profile};
-use crate::protocol::{ErrorCode, ProfileStatus, ReloadReply, TokenReply, WireError};
+use crate::protocol::{
+    ErrorCode, LoginReply, ProfileStatus, ReloadReply, TokenReply, WhoamiReply, WireError,
+};
+use crate::secret::Secret;
 
 /// An engine error with a stable wire code and an actionable message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -85,6 +88,30 @@ impl Engine {
     pub fn reload(&self, config: Config) -> ReloadReply {
         let _ = config;
         ReloadReply::default()
+    }
+
+    /// The issuer's `users/me` object, fetched with the profile's token.
+    pub async fn whoami(&self, profile: Option<&str>) -> Result<WhoamiReply, EngineError> {
+        let _ = profile;
+        Err(EngineError {
+            code: ErrorCode::Internal,
+            message: "not implemented".into(),
+        })
+    }
+
+    /// The tutorial's bootstrap: password grant, then `POST /api/v1/clients/`.
+    /// Not tied to any profile; `token_url` defaults to Climate Engine's.
+    pub async fn login(
+        &self,
+        token_url: Option<&str>,
+        email: &str,
+        password: &Secret,
+    ) -> Result<LoginReply, EngineError> {
+        let _ = (token_url, email, password);
+        Err(EngineError {
+            code: ErrorCode::Internal,
+            message: "not implemented".into(),
+        })
     }
 
     /// Stops background refreshes and drops every secret.
