@@ -1,3 +1,1 @@
 //! OAuth2 token requests: grants, client authentication, response parsing, error classes.
-//!
-//! STUB: to be filled in.
