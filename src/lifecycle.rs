@@ -44,6 +44,9 @@ pub mod exit {
 /// How long `ce-authd --daemon` waits for the detached daemon to report.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long each shutdown step (engine, emulated issuer) may take.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// Whether to stay attached to the terminal or detach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -495,9 +498,15 @@ impl Daemon {
         if let Some(w) = watchdog {
             w.abort();
         }
-        shared.engine.shutdown().await;
+        // bounded, so a wedged refresh cannot keep the daemon from exiting
+        if tokio::time::timeout(SHUTDOWN_GRACE, shared.engine.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the token engine did not stop within {SHUTDOWN_GRACE:?}");
+        }
         if let Some(iss) = issuer {
-            iss.shutdown().await;
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, iss.shutdown()).await;
         }
         if owns_socket {
             match std::fs::remove_file(&socket) {
