@@ -123,27 +123,71 @@ fn run_issuer(args: ce_auth::issuer::cli::IssuerArgs) -> anyhow::Result<()> {
         .block_on(ce_auth::issuer::cli::run(args))
 }
 
-/// Logs to stderr: readable in a terminal; plain (no timestamps, no colours)
-/// when stderr is the journal, which adds its own.
+/// Logs to stderr: readable in a terminal; when stderr is the journal, no
+/// timestamps or colours (the journal adds its own) and a `<N>` syslog priority
+/// prefix per line, so `journalctl -p warning` works.
 fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log-level {l:?}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let journal = stderr_is_journal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(!journal && std::io::stderr().is_terminal())
         .with_target(false);
-    // a second subscriber (e.g. from a test harness) is not an error worth stopping for
-    let _ = if journal {
-        builder.without_time().try_init()
+    // a subscriber set up earlier (e.g. by a test harness) is not worth stopping for
+    let _ = if stderr_is_journal() {
+        let plain = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .with_level(false);
+        builder
+            .with_ansi(false)
+            .event_format(journal::Prefixed(plain))
+            .try_init()
     } else {
-        builder.try_init()
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     Ok(())
+}
+
+mod journal {
+    //! Log lines for the journal: a syslog priority prefix, then the line.
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Wraps a formatter, prefixing `<3>` (error) to `<7>` (debug) as sd-daemon(3) describes.
+    pub struct Prefixed<F>(pub F);
+
+    impl<S, N, F> FormatEvent<S, N> for Prefixed<F>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+        F: FormatEvent<S, N>,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> std::fmt::Result {
+            let priority = match *event.metadata().level() {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                _ => 7,
+            };
+            write!(writer, "<{priority}>")?;
+            self.0.format_event(ctx, writer, event)
+        }
+    }
 }
 
 /// True when stderr is the journal stream systemd set up (`JOURNAL_STREAM`
