@@ -1,17 +1,37 @@
 //! The token engine: per-profile token cache, single-flight acquisition,
 //! proactive refresh, backoff and status.
 //!
-//! STUB: the token-engine work fills this in; the public API below is the
-//! contract the daemon wires to the socket.
+//! Each profile has one refresher task ([`profile`]), the only code that asks
+//! the issuer for its tokens, so however many callers wait, at most one
+//! request per profile is in flight. Callers read the cache under a short
+//! lock; only when it cannot meet their `min_ttl` do they wake the refresher
+//! and wait, for a bounded time. Scheduling maths lives in [`schedule`], time
+//! in [`clock`].
 
-use std::sync::Arc;
+pub mod clock;
+mod profile;
+pub mod schedule;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::config::{Config, Profile};
+use tokio::task::JoinHandle;
+
+pub use self::clock::Clock;
+use self::profile::{Entry, WaitError};
+use crate::config::{CLIMATE_ENGINE_TOKEN_URL, Config, Profile};
+use crate::oauth::{self, ErrorClass, HttpClients, Token, TokenError};
 use crate::protocol::{
     ErrorCode, LoginReply, ProfileStatus, ReloadReply, TokenReply, WhoamiReply, WireError,
 };
 use crate::secret::Secret;
+
+/// The `min_ttl` `whoami` asks for: enough for one API call.
+const WHOAMI_MIN_TTL: Duration = Duration::from_secs(30);
 
 /// An engine error with a stable wire code and an actionable message.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -27,16 +47,127 @@ impl From<EngineError> for WireError {
     }
 }
 
+/// Where tokens come from: the issuer over HTTP in the daemon; a scripted
+/// source in scheduling tests.
+pub trait TokenSource: Send + Sync + 'static {
+    /// Requests a token for `profile`; `now` is the wall-clock time (Unix seconds).
+    fn fetch<'a>(
+        &'a self,
+        profile: &'a Profile,
+        now: f64,
+    ) -> Pin<Box<dyn Future<Output = Result<Token, TokenError>> + Send + 'a>>;
+}
+
+/// The issuer over HTTP ([`oauth::request_token`]).
+pub struct HttpSource {
+    http: Arc<HttpClients>,
+}
+
+impl HttpSource {
+    /// A source sharing `http`'s connection pools.
+    pub fn new(http: Arc<HttpClients>) -> Self {
+        HttpSource { http }
+    }
+}
+
+impl TokenSource for HttpSource {
+    fn fetch<'a>(
+        &'a self,
+        profile: &'a Profile,
+        now: f64,
+    ) -> Pin<Box<dyn Future<Output = Result<Token, TokenError>> + Send + 'a>> {
+        Box::pin(oauth::request_token(&self.http, profile, now))
+    }
+}
+
+/// What refresher tasks share.
+struct Ctx {
+    source: Arc<dyn TokenSource>,
+    clock: Clock,
+}
+
+struct Profiles {
+    default: Option<String>,
+    map: HashMap<String, Arc<Entry>>,
+    tasks: HashMap<String, JoinHandle<()>>,
+}
+
 /// Holds every profile and its token; cheap to share behind an `Arc`.
 pub struct Engine {
-    _private: (),
+    ctx: Arc<Ctx>,
+    http: Arc<HttpClients>,
+    profiles: RwLock<Profiles>,
+    shut: AtomicBool,
+    /// Serialises add/remove/reload so their read-compare-write stays whole.
+    admin: Mutex<()>,
 }
 
 impl Engine {
     /// Builds an engine for a configuration. Call inside a tokio runtime.
     pub fn new(config: Config) -> Arc<Engine> {
-        let _ = config;
-        Arc::new(Engine { _private: () })
+        let http = Arc::new(HttpClients::new());
+        let source = Arc::new(HttpSource::new(Arc::clone(&http)));
+        Engine::build(config, source, Clock::system(), http)
+    }
+
+    /// An engine with its own token source and clock (tests, embedding).
+    pub fn with_source(config: Config, source: Arc<dyn TokenSource>, clock: Clock) -> Arc<Engine> {
+        Engine::build(config, source, clock, Arc::new(HttpClients::new()))
+    }
+
+    fn build(
+        config: Config,
+        source: Arc<dyn TokenSource>,
+        clock: Clock,
+        http: Arc<HttpClients>,
+    ) -> Arc<Engine> {
+        let engine = Arc::new(Engine {
+            ctx: Arc::new(Ctx { source, clock }),
+            http,
+            profiles: RwLock::new(Profiles {
+                default: None,
+                map: HashMap::new(),
+                tasks: HashMap::new(),
+            }),
+            shut: AtomicBool::new(false),
+            admin: Mutex::new(()),
+        });
+        engine.reload(config);
+        engine
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Profiles> {
+        self.profiles.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Profiles> {
+        self.profiles
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Finds a profile (the default when `None`).
+    fn lookup(&self, profile: Option<&str>) -> Result<Arc<Entry>, EngineError> {
+        if self.shut.load(Ordering::Acquire) {
+            return Err(shutting_down());
+        }
+        let p = self.read();
+        let name = match profile.or(p.default.as_deref()) {
+            Some(n) => n,
+            None => {
+                return Err(EngineError {
+                    code: ErrorCode::UnknownProfile,
+                    message: format!(
+                        "no profile named and no default_profile set; name one with -p{}",
+                        known(&p)
+                    ),
+                });
+            }
+        };
+        p.map.get(name).cloned().ok_or_else(|| EngineError {
+            code: ErrorCode::UnknownProfile,
+            message: format!("no profile named \"{}\"{}", name.escape_debug(), known(&p)),
+        })
     }
 
     /// A token for `profile` (the default when `None`) with at least `min_ttl` left.
@@ -45,57 +176,207 @@ impl Engine {
         profile: Option<&str>,
         min_ttl: Duration,
     ) -> Result<TokenReply, EngineError> {
-        let _ = (profile, min_ttl);
-        Err(EngineError {
-            code: ErrorCode::Internal,
-            message: "not implemented".into(),
-        })
+        let min = min_ttl.as_secs_f64();
+        // a replaced profile's waiters move to the new entry; a few tries suffice
+        for _ in 0..4 {
+            let entry = self.lookup(profile)?;
+            if let Some(reply) = entry.cached(self.ctx.clock.now(), min) {
+                return Ok(reply);
+            }
+            match entry.wait_token(&self.ctx, min, wait_bound(&entry)).await {
+                Ok(r) => return Ok(r),
+                Err(WaitError::Failed(e)) => return Err(e),
+                Err(WaitError::Gone) => continue,
+            }
+        }
+        Err(self.gone(profile))
     }
 
     /// Obtains a new token now, even if the cached one is fresh.
     pub async fn refresh(&self, profile: Option<&str>) -> Result<TokenReply, EngineError> {
-        let _ = profile;
-        Err(EngineError {
-            code: ErrorCode::Internal,
-            message: "not implemented".into(),
-        })
+        for _ in 0..4 {
+            let entry = self.lookup(profile)?;
+            match entry.force_refresh(&self.ctx, wait_bound(&entry)).await {
+                Ok(r) => return Ok(r),
+                Err(WaitError::Failed(e)) => return Err(e),
+                Err(WaitError::Gone) => continue,
+            }
+        }
+        Err(self.gone(profile))
+    }
+
+    fn gone(&self, profile: Option<&str>) -> EngineError {
+        if self.shut.load(Ordering::Acquire) {
+            return shutting_down();
+        }
+        EngineError {
+            code: ErrorCode::UnknownProfile,
+            message: format!(
+                "profile \"{}\" was removed while waiting",
+                profile.unwrap_or("(default)")
+            ),
+        }
     }
 
     /// Status of one profile, or of all when `None`.
     pub fn status(&self, profile: Option<&str>) -> Result<Vec<ProfileStatus>, EngineError> {
-        let _ = profile;
-        Ok(Vec::new())
+        let now = self.ctx.clock.now();
+        match profile {
+            Some(_) => Ok(vec![self.lookup(profile)?.status(now)]),
+            None => {
+                let p = self.read();
+                let mut all: Vec<ProfileStatus> = p.map.values().map(|e| e.status(now)).collect();
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                Ok(all)
+            }
+        }
     }
 
     /// The default profile's name, if any.
     pub fn default_profile(&self) -> Option<String> {
-        None
+        self.read().default.clone()
     }
 
     /// Adds (or with `replace`, replaces) a profile at runtime.
+    ///
+    /// Profiles added this way survive `reload` unless the file defines the
+    /// same name. The first profile of an engine without a default becomes it.
     pub fn add(&self, profile: Profile, replace: bool) -> Result<(), EngineError> {
-        let _ = (profile, replace);
+        if self.shut.load(Ordering::Acquire) {
+            return Err(shutting_down());
+        }
+        let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut p = self.write();
+        let name = profile.name.clone();
+        if let Some(old) = p.map.get(&name) {
+            if !replace {
+                return Err(EngineError {
+                    code: ErrorCode::ProfileExists,
+                    message: format!(
+                        "profile \"{name}\" already exists; remove it first or add with replace (ce-auth add --replace)"
+                    ),
+                });
+            }
+            if old.profile == profile {
+                // same settings and secret: keep the token
+                old.from_config.store(false, Ordering::Release);
+                return Ok(());
+            }
+        }
+        if p.default.is_none() && p.map.is_empty() {
+            p.default = Some(name.clone());
+        }
+        self.install(&mut p, profile, false);
+        tracing::info!(profile = %name, "profile added");
         Ok(())
     }
 
     /// Removes a profile, dropping its secret and token.
     pub fn remove(&self, name: &str) -> Result<(), EngineError> {
-        let _ = name;
+        let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut p = self.write();
+        if !p.map.contains_key(name) {
+            return Err(EngineError {
+                code: ErrorCode::UnknownProfile,
+                message: format!("no profile named \"{}\"{}", name.escape_debug(), known(&p)),
+            });
+        }
+        Self::uninstall(&mut p, name);
+        if p.default.as_deref() == Some(name) {
+            p.default = None;
+        }
+        tracing::info!(profile = %name, "profile removed");
         Ok(())
     }
 
     /// Applies a new configuration; unchanged profiles keep their tokens.
+    ///
+    /// Profiles whose settings or secret changed start afresh; profiles the
+    /// file no longer has stop, except those added at runtime with `add`.
     pub fn reload(&self, config: Config) -> ReloadReply {
-        let _ = config;
-        ReloadReply::default()
+        let mut reply = ReloadReply::default();
+        if self.shut.load(Ordering::Acquire) {
+            return reply;
+        }
+        let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut p = self.write();
+        let gone: Vec<String> = p
+            .map
+            .iter()
+            .filter(|(n, e)| {
+                e.from_config.load(Ordering::Acquire) && !config.profiles.contains_key(*n)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in gone {
+            Self::uninstall(&mut p, &n);
+            reply.removed.push(n);
+        }
+        for (name, profile) in config.profiles {
+            match p.map.get(&name) {
+                Some(old) if old.profile == profile => {
+                    old.from_config.store(true, Ordering::Release);
+                    reply.unchanged.push(name);
+                }
+                Some(_) => {
+                    self.install(&mut p, profile, true);
+                    reply.changed.push(name);
+                }
+                None => {
+                    self.install(&mut p, profile, true);
+                    reply.added.push(name);
+                }
+            }
+        }
+        for (n, e) in &p.map {
+            if !e.from_config.load(Ordering::Acquire) {
+                reply.unchanged.push(n.clone());
+            }
+        }
+        p.default = match config.default_profile {
+            Some(d) => Some(d),
+            // keep a default that still exists (e.g. a profile added at runtime)
+            None => p.default.take().filter(|d| p.map.contains_key(d)),
+        };
+        reply.unchanged.sort();
+        reply
+    }
+
+    /// Starts a profile's entry and refresher, stopping any previous one.
+    fn install(&self, p: &mut Profiles, profile: Profile, from_config: bool) {
+        let name = profile.name.clone();
+        Self::uninstall(p, &name);
+        let entry = Entry::new(profile, from_config);
+        let task = tokio::spawn(profile::refresher(
+            Arc::clone(&entry),
+            Arc::clone(&self.ctx),
+        ));
+        p.map.insert(name.clone(), entry);
+        p.tasks.insert(name, task);
+    }
+
+    fn uninstall(p: &mut Profiles, name: &str) {
+        if let Some(old) = p.map.remove(name) {
+            old.stop();
+        }
+        if let Some(task) = p.tasks.remove(name) {
+            // an in-flight request is abandoned; `stop` already made its result moot
+            task.abort();
+        }
     }
 
     /// The issuer's `users/me` object, fetched with the profile's token.
     pub async fn whoami(&self, profile: Option<&str>) -> Result<WhoamiReply, EngineError> {
-        let _ = profile;
-        Err(EngineError {
-            code: ErrorCode::Internal,
-            message: "not implemented".into(),
+        let reply = self.token(profile, WHOAMI_MIN_TTL).await?;
+        let entry = self.lookup(Some(&reply.profile))?;
+        let s = &entry.profile.settings;
+        let client = self.http.for_settings(s).map_err(|e| api_error(&e))?;
+        let user = oauth::users_me(&client, &s.api_url, &reply.access_token)
+            .await
+            .map_err(|e| api_error(&e))?;
+        Ok(WhoamiReply {
+            profile: reply.profile,
+            user,
         })
     }
 
@@ -107,13 +388,93 @@ impl Engine {
         email: &str,
         password: &Secret,
     ) -> Result<LoginReply, EngineError> {
-        let _ = (token_url, email, password);
-        Err(EngineError {
-            code: ErrorCode::Internal,
-            message: "not implemented".into(),
+        let token_url = token_url.unwrap_or(CLIMATE_ENGINE_TOKEN_URL);
+        let url = crate::config::validate_url(token_url).map_err(|m| EngineError {
+            code: ErrorCode::ConfigError,
+            message: format!("token_url: {m}"),
+        })?;
+        if email.trim().is_empty() || password.is_empty() {
+            return Err(EngineError {
+                code: ErrorCode::BadRequest,
+                message: "login needs an e-mail and a password".into(),
+            });
+        }
+        let client = self
+            .http
+            .get(
+                None,
+                crate::config::DEFAULT_CONNECT_TIMEOUT,
+                crate::config::DEFAULT_TIMEOUT,
+            )
+            .map_err(|e| api_error(&e))?;
+        let token =
+            oauth::password_token(&client, token_url, email, password, self.ctx.clock.now())
+                .await
+                .map_err(|e| api_error(&e))?;
+        let api_url = url.origin().ascii_serialization();
+        let created = oauth::create_client(&client, &api_url, &token.access_token)
+            .await
+            .map_err(|e| api_error(&e))?;
+        tracing::info!(client_id = %created.client_id, "created an API client");
+        Ok(LoginReply {
+            client_id: created.client_id,
+            client_secret: created.client_secret,
+            user_id: created.user_id,
         })
     }
 
     /// Stops background refreshes and drops every secret.
-    pub async fn shutdown(&self) {}
+    pub async fn shutdown(&self) {
+        self.shut.store(true, Ordering::Release);
+        let tasks: Vec<JoinHandle<()>> = {
+            let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut p = self.write();
+            for e in p.map.values() {
+                e.stop();
+            }
+            p.map.clear();
+            p.default = None;
+            p.tasks.drain().map(|(_, t)| t).collect()
+        };
+        for t in tasks {
+            t.abort();
+            // the aborted task drops its handle on the profile (and its secret)
+            let _ = t.await;
+        }
+    }
+}
+
+/// How long a caller waits for the issuer: one request's timeout and a little.
+fn wait_bound(entry: &Entry) -> Duration {
+    entry.profile.settings.timeout + Duration::from_secs(5)
+}
+
+fn known(p: &Profiles) -> String {
+    if p.map.is_empty() {
+        "; no profiles are configured (add one with `ce-auth add` or in the config file)".into()
+    } else {
+        let mut names: Vec<&str> = p.map.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        format!("; known profiles: {}", names.join(", "))
+    }
+}
+
+fn shutting_down() -> EngineError {
+    EngineError {
+        code: ErrorCode::ShuttingDown,
+        message: "the daemon is shutting down".into(),
+    }
+}
+
+fn api_error(e: &TokenError) -> EngineError {
+    let code = match (e.class, e.status) {
+        (ErrorClass::Transient, _) => ErrorCode::IssuerUnavailable,
+        (ErrorClass::Permanent, Some(401 | 403)) => ErrorCode::CredentialsRejected,
+        (ErrorClass::Permanent, _) if e.oauth_error.is_some() => ErrorCode::CredentialsRejected,
+        (ErrorClass::Permanent, _) => ErrorCode::IssuerUnavailable,
+    };
+    EngineError {
+        code,
+        message: e.message.clone(),
+    }
 }
