@@ -143,7 +143,10 @@ async fn runs_announces_serves_logs_without_secrets_and_stops_on_signals() {
             log.contains("client_credentials") && log.contains("cid"),
             "{log}"
         );
-        assert!(log.contains("401"), "{log}");
+        assert!(
+            log.contains("401") && log.contains("client_secret_basic"),
+            "{log}"
+        );
         for secret in [PASSWORD, SECRET, "wrong-9c7", access_token.as_str()] {
             assert!(!log.contains(secret), "the log shows a secret: {log}");
         }

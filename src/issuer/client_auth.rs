@@ -66,6 +66,16 @@ pub(crate) enum Presented {
     },
 }
 
+impl Presented {
+    /// The method these credentials use.
+    pub fn method(&self) -> Method {
+        match self {
+            Presented::Secret { method, .. } => *method,
+            Presented::Assertion { .. } => Method::Jwt,
+        }
+    }
+}
+
 /// A client that proved who it is.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Authenticated {
