@@ -647,6 +647,23 @@ async fn client_assertions_are_checked_claim_by_claim() {
             .is_some_and(|d| d.contains("jti"))
     );
 
+    // the endpoint URL by the host name the client used is accepted as aud
+    let port = issuer.local_addr().port();
+    let mut a = fresh();
+    a.aud = json!(format!("http://localhost:{port}/api/v1/auth/jwt/token"));
+    let r = c
+        .post(issuer.token_url())
+        .header("host", format!("localhost:{port}"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_assertion_type", ASSERTION_TYPE),
+            ("client_assertion", &a.sign()),
+        ])
+        .send()
+        .await
+        .expect("token request");
+    assert_eq!(r.status(), StatusCode::OK);
+
     // another algorithm, a non-JWT, and a wrong assertion type
     let other_alg = jsonwebtoken::encode(
         &Header::new(Algorithm::HS512),
@@ -680,7 +697,7 @@ async fn client_assertions_are_checked_claim_by_claim() {
     )
     .await;
     refused(r, 400, "invalid_request", &[]).await;
-    assert_eq!(issuer.counters().tokens_issued, 1);
+    assert_eq!(issuer.counters().tokens_issued, 2);
 }
 
 #[tokio::test]

@@ -271,14 +271,13 @@ async fn grant_token(
 /// The token endpoint URLs an assertion may name as `aud`: the issuer's own,
 /// and the one the client reached it by (e.g. `localhost` instead of `127.0.0.1`).
 fn audiences(s: &Shared, headers: &HeaderMap) -> Vec<String> {
-    let mut audiences = vec![s.token_url()];
-    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        let by_host = format!("http://{host}{TOKEN_PATH}");
-        if by_host != audiences[0] {
-            audiences.push(by_host);
-        }
-    }
-    audiences
+    let own = s.token_url();
+    let by_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|host| format!("http://{host}{TOKEN_PATH}"))
+        .filter(|url| *url != own);
+    std::iter::once(own).chain(by_host).collect()
 }
 
 /// Sends a token answer, altered by a body fault if one applies.
