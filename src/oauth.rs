@@ -1,3 +1,820 @@
 //! OAuth2 token requests: grants, client authentication, response parsing, error classes.
 //!
-//! STUB: to be filled in.
+//! Every failure is a [`TokenError`] classified [`ErrorClass::Transient`]
+//! (worth retrying with backoff) or [`ErrorClass::Permanent`] (retrying will
+//! not help until the credentials change); the engine acts on the class.
+//! Messages name the endpoint and the issuer's own words, never a secret or token.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Serialize;
+
+use crate::config::{AuthMethod, Grant, Profile, Settings};
+use crate::secret::Secret;
+
+/// Largest response body read from the issuer.
+const MAX_BODY: usize = 1024 * 1024;
+/// A lifetime this long or longer is treated as nonsense (see [`Token`]).
+pub const ABSURD_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest `Retry-After` honoured; longer values are cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Lifetime of a `client_secret_jwt` assertion.
+const ASSERTION_LIFETIME: i64 = 60;
+const USER_AGENT: &str = concat!("ce-auth/", env!("CARGO_PKG_VERSION"));
+
+/// Whether a failed request is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connect/timeout errors, 408, 429, 5xx, unreadable bodies: retry with backoff.
+    Transient,
+    /// The issuer refused the request (invalid_client, invalid_grant, other 4xx,
+    /// a non-bearer token): retrying will not help.
+    Permanent,
+}
+
+/// A failed token (or API) request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct TokenError {
+    pub class: ErrorClass,
+    /// Readable and free of secrets; names the endpoint.
+    pub message: String,
+    /// The issuer's `Retry-After`, if it sent one (capped at [`MAX_RETRY_AFTER`]).
+    pub retry_after: Option<Duration>,
+    /// The HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// The RFC 6749 `error` code, when the body had one.
+    pub oauth_error: Option<String>,
+}
+
+impl TokenError {
+    fn transient(message: String) -> Self {
+        TokenError {
+            class: ErrorClass::Transient,
+            message,
+            retry_after: None,
+            status: None,
+            oauth_error: None,
+        }
+    }
+
+    fn permanent(message: String) -> Self {
+        TokenError {
+            class: ErrorClass::Permanent,
+            ..TokenError::transient(message)
+        }
+    }
+
+    /// True for [`ErrorClass::Transient`].
+    pub fn is_transient(&self) -> bool {
+        self.class == ErrorClass::Transient
+    }
+}
+
+/// Where a token's expiry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpirySource {
+    ExpiresIn,
+    ExpiresAt,
+    JwtExp,
+    /// The profile's `default_lifetime`.
+    Default,
+}
+
+/// An access token and when it expires.
+///
+/// Expiry comes from `expires_in` (counted from when the request was sent),
+/// else `expires_at`, else the access token's JWT `exp` (read unverified, for
+/// scheduling only), else the configured default lifetime. A source giving a
+/// lifetime of a year or more is ignored as nonsense (the next one is used);
+/// one giving an expiry at or before the request time is an error.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub access_token: Secret,
+    /// Expiry in whole Unix seconds, rounded down so it is never optimistic.
+    pub expires_at: i64,
+    /// When the request was sent (Unix seconds).
+    pub obtained_at: f64,
+    pub expiry_source: ExpirySource,
+}
+
+impl Token {
+    /// Seconds from `obtained_at` to `expires_at`.
+    pub fn lifetime(&self) -> f64 {
+        self.expires_at as f64 - self.obtained_at
+    }
+}
+
+/// The API client returned by `POST /api/v1/clients/`.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub user_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+}
+
+/// HTTP clients shared by all profiles: one per distinct (CA file, timeouts),
+/// so connections are reused and each profile's limits apply.
+#[derive(Default)]
+pub struct HttpClients {
+    clients: Mutex<HashMap<ClientKey, reqwest::Client>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ClientKey {
+    ca_file: Option<PathBuf>,
+    connect_timeout: Duration,
+    timeout: Duration,
+}
+
+impl HttpClients {
+    /// An empty cache.
+    pub fn new() -> Self {
+        HttpClients::default()
+    }
+
+    /// The client for a profile's settings, built on first use.
+    pub fn for_settings(&self, s: &Settings) -> Result<reqwest::Client, TokenError> {
+        self.get(s.ca_file.clone(), s.connect_timeout, s.timeout)
+    }
+
+    /// The client for a CA file and timeouts, built on first use.
+    pub fn get(
+        &self,
+        ca_file: Option<PathBuf>,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<reqwest::Client, TokenError> {
+        let key = ClientKey {
+            ca_file,
+            connect_timeout,
+            timeout,
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = build_client(&key)?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+fn build_client(key: &ClientKey) -> Result<reqwest::Client, TokenError> {
+    // the proxy environment (HTTPS_PROXY, NO_PROXY) is honoured by default
+    let mut b = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(key.connect_timeout)
+        .timeout(key.timeout)
+        // a token endpoint that redirects is misconfigured; following a POST
+        // redirect could also send credentials elsewhere
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &key.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            TokenError::permanent(format!("cannot read ca_file {}: {e}", path.display()))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            TokenError::permanent(format!(
+                "ca_file {}: not PEM certificates: {e}",
+                path.display()
+            ))
+        })?;
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    b.build()
+        .map_err(|e| TokenError::permanent(format!("cannot build the HTTP client: {}", chain(&e))))
+}
+
+/// Requests a token for a profile. `sent_at` is the current wall-clock time
+/// (Unix seconds), from which `expires_in` counts.
+pub async fn request_token(
+    http: &HttpClients,
+    profile: &Profile,
+    sent_at: f64,
+) -> Result<Token, TokenError> {
+    let s = &profile.settings;
+    let client = http.for_settings(s)?;
+    let secret = profile.secret.as_ref().ok_or_else(|| {
+        TokenError::permanent(format!(
+            "profile \"{}\" has no secret loaded; add it again with its secret",
+            profile.name
+        ))
+    })?;
+    let mut form: Vec<(&str, &str)> = Vec::with_capacity(8);
+    let mut basic: Option<(&str, &str)> = None;
+    let assertion;
+    match s.grant {
+        Grant::Password => {
+            form.push(("grant_type", "password"));
+            form.push(("username", s.username.as_deref().unwrap_or_default()));
+            form.push(("password", secret.expose()));
+        }
+        Grant::ClientCredentials => {
+            let client_id = s.client_id.as_deref().unwrap_or_default();
+            form.push(("grant_type", "client_credentials"));
+            match s.auth_method.unwrap_or(AuthMethod::ClientSecretJwt) {
+                AuthMethod::ClientSecretBasic => basic = Some((client_id, secret.expose())),
+                AuthMethod::ClientSecretPost => {
+                    form.push(("client_id", client_id));
+                    form.push(("client_secret", secret.expose()));
+                }
+                AuthMethod::ClientSecretJwt => {
+                    assertion = client_assertion(client_id, &s.token_url, secret, sent_at)?;
+                    form.push(("client_id", client_id));
+                    form.push((
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ));
+                    form.push(("client_assertion", assertion.expose()));
+                }
+            }
+        }
+    }
+    for (k, v) in [
+        ("scope", &s.scope),
+        ("audience", &s.audience),
+        ("resource", &s.resource),
+    ] {
+        if let Some(v) = v {
+            form.push((k, v));
+        }
+    }
+    post_token(
+        &client,
+        &s.token_url,
+        &form,
+        basic,
+        sent_at,
+        s.default_lifetime,
+    )
+    .await
+}
+
+/// Requests a token with the password grant (the `login` bootstrap).
+pub async fn password_token(
+    client: &reqwest::Client,
+    token_url: &str,
+    username: &str,
+    password: &Secret,
+    sent_at: f64,
+) -> Result<Token, TokenError> {
+    let form = [
+        ("grant_type", "password"),
+        ("username", username),
+        ("password", password.expose()),
+    ];
+    post_token(
+        client,
+        token_url,
+        &form,
+        None,
+        sent_at,
+        crate::config::DEFAULT_LIFETIME,
+    )
+    .await
+}
+
+/// Builds the `client_secret_jwt` assertion (OpenID Connect Core 1.0 §9).
+pub fn client_assertion(
+    client_id: &str,
+    token_url: &str,
+    secret: &Secret,
+    now: f64,
+) -> Result<Secret, TokenError> {
+    #[derive(Serialize)]
+    struct Claims<'a> {
+        iss: &'a str,
+        sub: &'a str,
+        aud: &'a str,
+        jti: String,
+        iat: i64,
+        exp: i64,
+    }
+    let iat = now.floor() as i64;
+    let claims = Claims {
+        iss: client_id,
+        sub: client_id,
+        aud: token_url,
+        jti: uuid::Uuid::new_v4().to_string(),
+        iat,
+        exp: iat + ASSERTION_LIFETIME,
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes());
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    jsonwebtoken::encode(&header, &claims, &key)
+        .map(Secret::new)
+        .map_err(|e| TokenError::permanent(format!("cannot sign the client assertion: {e}")))
+}
+
+async fn post_token(
+    client: &reqwest::Client,
+    token_url: &str,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+    sent_at: f64,
+    default_lifetime: Duration,
+) -> Result<Token, TokenError> {
+    let body = Secret::new(
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish(),
+    );
+    let mut req = client
+        .post(token_url)
+        .header(
+            reqwest::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        )
+        .header(reqwest::header::ACCEPT, "application/json")
+        .body(body.expose().as_bytes().to_vec());
+    if let Some((id, secret)) = basic {
+        // RFC 6749 §2.3.1: both parts are form-encoded before Basic encoding
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let creds = Secret::new(format!("{}:{}", enc(id), enc(secret)));
+        let value = Secret::new(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(creds.expose())
+        ));
+        let mut hv = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+            TokenError::permanent("the client id cannot be sent in an HTTP header".into())
+        })?;
+        hv.set_sensitive(true);
+        req = req.header(reqwest::header::AUTHORIZATION, hv);
+    }
+    let (status, headers, body) = send(req, token_url).await?;
+    if status.is_success() {
+        return parse_token(&body, token_url, sent_at, default_lifetime);
+    }
+    Err(status_error(
+        status,
+        &headers,
+        &body,
+        token_url,
+        "token request",
+    ))
+}
+
+/// Sends a request and reads the whole body (capped); failures are transient.
+async fn send(
+    req: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), TokenError> {
+    let mut resp = req.send().await.map_err(|e| transport_error(&e, url))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut body = Vec::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => {
+                if body.len() + c.len() > MAX_BODY {
+                    return Err(TokenError::transient(format!(
+                        "the answer from {url} is larger than {MAX_BODY} bytes"
+                    )));
+                }
+                body.extend_from_slice(&c);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let mut err = transport_error(&e, url);
+                err.message = format!("reading the answer from {url} failed: {}", chain(&e));
+                err.status = Some(status.as_u16());
+                return Err(err);
+            }
+        }
+    }
+    Ok((status, headers, body))
+}
+
+fn transport_error(e: &reqwest::Error, url: &str) -> TokenError {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    TokenError::transient(format!("{url}: {what}: {}", chain(e)))
+}
+
+/// An error and its sources, joined: reqwest's own message is rarely enough.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = c.source();
+    }
+    s
+}
+
+/// Text from the issuer, made safe to show: one line, bounded length.
+fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(300)
+        .collect();
+    if s.chars().count() > 300 {
+        out.push('…');
+    }
+    out
+}
+
+fn status_error(
+    status: reqwest::StatusCode,
+    headers: &reqwest::header::HeaderMap,
+    body: &[u8],
+    url: &str,
+    what: &str,
+) -> TokenError {
+    let code = status.as_u16();
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(k))
+            .and_then(|v| v.as_str())
+            .map(sanitize)
+    };
+    let oauth_error = field("error");
+    // FastAPI-style servers (Climate Engine) put the reason in `detail`
+    let description = field("error_description").or_else(|| field("detail"));
+    let retry_after = headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+    let transient = code == 408 || code == 429 || status.is_server_error();
+    let mut reason = String::new();
+    if let Some(e) = &oauth_error {
+        reason.push_str(": ");
+        reason.push_str(e);
+    }
+    if let Some(d) = &description {
+        reason.push_str(": ");
+        reason.push_str(d);
+    }
+    let message = if transient {
+        let mut m = format!("{url}: {what} answered {status}{reason}");
+        if let Some(r) = retry_after {
+            m.push_str(&format!(" (retry after {} s)", r.as_secs()));
+        }
+        m
+    } else if status.is_redirection() {
+        let to = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(sanitize)
+            .unwrap_or_default();
+        format!(
+            "{url}: {what} was redirected ({status}) to \"{to}\"; set the URL to the final address"
+        )
+    } else if code == 401 || code == 403 || oauth_error.is_some() {
+        format!("{url}: the issuer rejected the credentials ({status}){reason}")
+    } else {
+        format!("{url}: {what} refused ({status}){reason}")
+    };
+    TokenError {
+        class: if transient {
+            ErrorClass::Transient
+        } else {
+            ErrorClass::Permanent
+        },
+        message,
+        retry_after,
+        status: Some(code),
+        oauth_error,
+    }
+}
+
+/// Parses a successful token response (RFC 6749 §5.1).
+pub fn parse_token(
+    body: &[u8],
+    url: &str,
+    sent_at: f64,
+    default_lifetime: Duration,
+) -> Result<Token, TokenError> {
+    let malformed =
+        |why: &str| TokenError::transient(format!("{url}: malformed token response: {why}"));
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| malformed("not JSON (or cut off)"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| malformed("not a JSON object"))?;
+    let access_token = match obj.get("access_token") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Secret::new(s.clone()),
+        _ => return Err(malformed("no access_token")),
+    };
+    match obj.get("token_type") {
+        // RFC 6749 requires it; servers that omit it issue bearer tokens
+        None => {}
+        Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
+        Some(other) => {
+            let shown = other
+                .as_str()
+                .map(sanitize)
+                .unwrap_or_else(|| other.to_string());
+            return Err(TokenError::permanent(format!(
+                "{url}: token_type \"{shown}\" is not supported; only bearer tokens are"
+            )));
+        }
+    }
+    let absurd = ABSURD_LIFETIME.as_secs_f64();
+    let number = |k: &str| -> Result<Option<f64>, TokenError> {
+        match obj.get(k) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Number(n)) => Ok(n.as_f64()),
+            Some(serde_json::Value::String(s)) => s
+                .trim()
+                .parse::<f64>()
+                .map(Some)
+                .map_err(|_| malformed(&format!("{k} is not a number"))),
+            Some(_) => Err(malformed(&format!("{k} is not a number"))),
+        }
+    };
+    let candidates = [
+        (
+            ExpirySource::ExpiresIn,
+            number("expires_in")?.map(|s| sent_at + s),
+        ),
+        (ExpirySource::ExpiresAt, number("expires_at")?),
+        (ExpirySource::JwtExp, jwt_exp(access_token.expose())),
+    ];
+    let mut chosen = None;
+    for (source, expiry) in candidates {
+        let Some(expiry) = expiry else { continue };
+        if !expiry.is_finite() || expiry - sent_at >= absurd {
+            tracing::warn!(
+                "{url}: ignoring an expiry {:.0} s away ({source:?}); it is not plausible",
+                expiry - sent_at
+            );
+            continue;
+        }
+        if expiry.floor() <= sent_at {
+            return Err(TokenError::transient(format!(
+                "{url}: the issuer returned a token that has already expired ({source:?} gives {:.0} s)",
+                expiry - sent_at
+            )));
+        }
+        chosen = Some((source, expiry));
+        break;
+    }
+    let (expiry_source, expiry) = chosen.unwrap_or((
+        ExpirySource::Default,
+        sent_at + default_lifetime.as_secs_f64(),
+    ));
+    Ok(Token {
+        access_token,
+        expires_at: expiry.floor() as i64,
+        obtained_at: sent_at,
+        expiry_source,
+    })
+}
+
+/// The `exp` claim of a JWT, decoded without verification (for scheduling only).
+pub fn jwt_exp(token: &str) -> Option<f64> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("exp")?.as_f64()
+}
+
+fn bearer(token: &Secret) -> Result<reqwest::header::HeaderValue, TokenError> {
+    let mut hv = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+        .map_err(|_| {
+            TokenError::permanent("the access token is not a valid header value".into())
+        })?;
+    hv.set_sensitive(true);
+    Ok(hv)
+}
+
+/// `GET {api_url}/api/v1/users/me` with a bearer token.
+pub async fn users_me(
+    client: &reqwest::Client,
+    api_url: &str,
+    token: &Secret,
+) -> Result<serde_json::Value, TokenError> {
+    let url = format!("{}/api/v1/users/me", api_url.trim_end_matches('/'));
+    let req = client
+        .get(&url)
+        .header(reqwest::header::AUTHORIZATION, bearer(token)?)
+        .header(reqwest::header::ACCEPT, "application/json");
+    let (status, headers, body) = send(req, &url).await?;
+    if !status.is_success() {
+        return Err(status_error(status, &headers, &body, &url, "users/me"));
+    }
+    serde_json::from_slice(&body)
+        .map_err(|_| TokenError::transient(format!("{url}: the answer is not JSON")))
+}
+
+/// `POST {api_url}/api/v1/clients/` with a bearer token: a new API client.
+pub async fn create_client(
+    client: &reqwest::Client,
+    api_url: &str,
+    token: &Secret,
+) -> Result<NewClient, TokenError> {
+    let url = format!("{}/api/v1/clients/", api_url.trim_end_matches('/'));
+    let req = client
+        .post(&url)
+        .header(reqwest::header::AUTHORIZATION, bearer(token)?)
+        .header(reqwest::header::ACCEPT, "application/json");
+    let (status, headers, body) = send(req, &url).await?;
+    if !status.is_success() {
+        return Err(status_error(
+            status,
+            &headers,
+            &body,
+            &url,
+            "creating a client",
+        ));
+    }
+    let bad = || {
+        TokenError::transient(format!(
+            "{url}: unexpected answer (no client_id/client_secret)"
+        ))
+    };
+    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| bad())?;
+    let text = |k: &str| -> Option<String> {
+        match v.get(k)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    Ok(NewClient {
+        user_id: text("user_id").unwrap_or_default(),
+        client_id: text("client_id").ok_or_else(bad)?,
+        client_secret: Secret::new(text("client_secret").ok_or_else(bad)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "https://issuer.test/token";
+
+    fn jwt_with_exp(exp: i64) -> String {
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "{}.{}.sig",
+            e.encode(br#"{"alg":"RS256"}"#),
+            e.encode(format!(r#"{{"exp":{exp}}}"#))
+        )
+    }
+
+    fn parse(body: &str) -> Result<Token, TokenError> {
+        parse_token(body.as_bytes(), URL, 1000.0, Duration::from_secs(300))
+    }
+
+    #[test]
+    fn expiry_precedence() {
+        let t = parse(
+            r#"{"access_token":"a","token_type":"bearer","expires_in":900,"expires_at":5000}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1900, ExpirySource::ExpiresIn)
+        );
+        let t = parse(r#"{"access_token":"a","token_type":"Bearer","expires_at":5000}"#).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (5000, ExpirySource::ExpiresAt)
+        );
+        let body = format!(
+            r#"{{"access_token":"{}","token_type":"BEARER"}}"#,
+            jwt_with_exp(1600)
+        );
+        let t = parse(&body).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1600, ExpirySource::JwtExp)
+        );
+        let t = parse(r#"{"access_token":"opaque"}"#).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1300, ExpirySource::Default)
+        );
+        let t = parse(r#"{"access_token":"a","expires_in":"120"}"#).unwrap();
+        assert_eq!(t.expires_at, 1120);
+    }
+
+    #[test]
+    fn nonsense_expiry() {
+        for body in [
+            r#"{"access_token":"a","expires_in":0}"#,
+            r#"{"access_token":"a","expires_in":-5}"#,
+            r#"{"access_token":"a","expires_at":999}"#,
+        ] {
+            let e = parse(body).unwrap_err();
+            assert!(e.message.contains("already expired"), "{}", e.message);
+        }
+        // an absurd expires_in falls through to the next source
+        let t =
+            parse(r#"{"access_token":"a","expires_in":99999999999,"expires_at":2000}"#).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (2000, ExpirySource::ExpiresAt)
+        );
+        let t = parse(r#"{"access_token":"a","expires_in":1e12}"#).unwrap();
+        assert_eq!(t.expiry_source, ExpirySource::Default);
+    }
+
+    #[test]
+    fn token_type_and_malformed() {
+        let e = parse(r#"{"access_token":"a","token_type":"mac","expires_in":9}"#).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(e.message.contains("\"mac\""));
+        for body in [
+            r#"{"access_token":"a","#,
+            "<html>",
+            r#"{"token_type":"bearer"}"#,
+            "[]",
+        ] {
+            let e = parse(body).unwrap_err();
+            assert_eq!(e.class, ErrorClass::Transient, "{body}");
+            assert!(e.message.contains("malformed"), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn error_messages_never_contain_the_token() {
+        let e = parse(r#"{"access_token":"tok-SECRET","token_type":"mac"}"#).unwrap_err();
+        assert!(!e.message.contains("tok-SECRET"));
+    }
+
+    #[test]
+    fn status_classification() {
+        let h = reqwest::header::HeaderMap::new();
+        let mut ra = reqwest::header::HeaderMap::new();
+        ra.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        let st = |c: u16| reqwest::StatusCode::from_u16(c).unwrap();
+        let e = status_error(st(429), &ra, b"", URL, "token request");
+        assert_eq!(
+            (e.class, e.retry_after),
+            (ErrorClass::Transient, Some(Duration::from_secs(7)))
+        );
+        for c in [408, 500, 502, 503, 504] {
+            assert_eq!(
+                status_error(st(c), &h, b"", URL, "t").class,
+                ErrorClass::Transient
+            );
+        }
+        let body = br#"{"error":"invalid_client","error_description":"Bad client\ncredentials"}"#;
+        let e = status_error(st(401), &h, body, URL, "t");
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert_eq!(e.oauth_error.as_deref(), Some("invalid_client"));
+        assert!(
+            e.message.contains("invalid_client: Bad client credentials"),
+            "{}",
+            e.message
+        );
+        for (c, err) in [
+            (400, "invalid_grant"),
+            (400, "unsupported_grant_type"),
+            (400, "unauthorized_client"),
+        ] {
+            let body = format!(r#"{{"error":"{err}"}}"#);
+            let e = status_error(st(c), &h, body.as_bytes(), URL, "t");
+            assert_eq!(e.class, ErrorClass::Permanent);
+            assert!(e.message.contains(err));
+        }
+        let e = status_error(st(404), &h, b"nope", URL, "t");
+        assert_eq!(e.class, ErrorClass::Permanent);
+        let e = status_error(st(401), &h, br#"{"detail":"Unauthorized"}"#, URL, "t");
+        assert!(e.message.contains("Unauthorized"));
+    }
+
+    #[test]
+    fn client_assertion_claims() {
+        let secret = Secret::new("k".repeat(32));
+        let a = client_assertion("cid", URL, &secret, 1000.5).unwrap();
+        let b = client_assertion("cid", URL, &secret, 1000.5).unwrap();
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.set_audience(&[URL]);
+        v.validate_exp = false;
+        let key = jsonwebtoken::DecodingKey::from_secret(secret.expose().as_bytes());
+        let d = jsonwebtoken::decode::<serde_json::Value>(a.expose(), &key, &v).unwrap();
+        let c = d.claims;
+        assert_eq!(c["iss"], "cid");
+        assert_eq!(c["sub"], "cid");
+        assert_eq!(c["aud"], URL);
+        assert_eq!(c["iat"], 1000);
+        assert_eq!(c["exp"], 1060);
+        let d2 = jsonwebtoken::decode::<serde_json::Value>(b.expose(), &key, &v).unwrap();
+        assert_ne!(c["jti"], d2.claims["jti"], "jti must be fresh");
+    }
+}
