@@ -787,3 +787,42 @@ fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
         assert!(!line[3..].starts_with("20"), "timestamp: {line:?}");
     }
 }
+
+#[test]
+fn daemon_mode_passes_on_a_start_up_failure() {
+    let env = Env::new();
+    let out = env
+        .command()
+        .args(["--daemon", "--pidfile"])
+        .arg(env.dir.path().join("no/such/dir/ce-authd.pid"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    assert!(out.stdout.is_empty(), "no eval line on failure");
+    assert!(stderr.contains("cannot write the pidfile"), "{stderr}");
+    // the detached daemon gave up: nothing serves the socket
+    wait_for("the failed daemon's socket to go", || {
+        (!env.socket().exists()).then_some(())
+    });
+}
+
+#[test]
+fn the_watchdog_is_pinged_when_systemd_asks_for_it() {
+    let env = Env::new();
+    let notify = NotifySocket::bind(env.dir.path());
+    let mut cmd = env.command();
+    cmd.arg("--foreground")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "100000");
+    let daemon = Proc::spawn(cmd);
+    notify.expect("READY=1");
+    // pings every 50 ms: several arrive well within the deadline
+    for _ in 0..3 {
+        notify.expect("WATCHDOG=1");
+    }
+    daemon.signal(rustix::process::Signal::TERM);
+    notify.expect("STOPPING=1");
+    let (status, stderr) = daemon.wait_exit();
+    assert!(status.success(), "exit {status}; stderr:\n{stderr}");
+}
