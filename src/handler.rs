@@ -1,3 +1,391 @@
 //! One function per socket op: turns a request into a reply.
 //!
-//! STUB: to be filled in.
+//! Replies are serialised straight into the connection's write buffer, one
+//! line each, so a batch of pipelined requests is answered with one write.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Profile};
+use crate::protocol::{
+    DEFAULT_MIN_TTL, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION, ProfileReply,
+    ReloadReply, Request, StatusReply, TokenReply, WhoamiReply, WireError,
+};
+use crate::secret::Secret;
+use crate::server::Shared;
+
+/// The daemon's name and version as reported by `hello` and `status`.
+pub fn daemon_name() -> String {
+    concat!("ce-authd ", env!("CARGO_PKG_VERSION")).to_string()
+}
+
+/// Parses one request line and appends exactly one reply line to `out`.
+///
+/// Never fails: bad input becomes a `bad_request` reply. The raw line is never
+/// logged, since requests may carry secrets.
+pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>) {
+    if let Some((profile, min_ttl)) = fast_token(line) {
+        let r = token(shared, profile, min_ttl).await;
+        respond(out, r);
+        return;
+    }
+    match parse_request(line) {
+        Ok(req) => handle(shared, req, out).await,
+        Err(e) => {
+            tracing::debug!(error = %e.message, "bad request");
+            write_err(out, &e);
+        }
+    }
+}
+
+/// Parses a request line, with an actionable `bad_request` error on failure.
+pub fn parse_request(line: &[u8]) -> Result<Request, WireError> {
+    let text = std::str::from_utf8(line).map_err(|e| {
+        WireError::new(
+            ErrorCode::BadRequest,
+            format!(
+                "request is not valid UTF-8 (bad byte at offset {}); send one JSON object per line",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    // serde would also take `[tag, ...]` arrays for a tagged enum; the protocol is objects only
+    if !text.trim_start().starts_with('{') {
+        return Err(WireError::new(
+            ErrorCode::BadRequest,
+            r#"bad request: a request is one JSON object per line, e.g. {"op":"hello","version":1}"#,
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| WireError::new(ErrorCode::BadRequest, json_error(&e)))
+}
+
+/// Answers one parsed request, appending one reply line to `out`.
+pub async fn handle(shared: &Shared, req: Request, out: &mut Vec<u8>) {
+    match req {
+        Request::Hello { version, client } => respond(out, hello(version, client.as_deref())),
+        Request::Token { profile, min_ttl } => {
+            respond(out, token(shared, profile.as_deref(), min_ttl).await)
+        }
+        Request::Status { profile } => respond(out, status(shared, profile.as_deref())),
+        Request::Add {
+            profile,
+            settings,
+            secret,
+            replace,
+        } => respond(out, add(shared, &profile, *settings, secret, replace)),
+        Request::Remove { profile } => respond(out, remove(shared, &profile)),
+        Request::Refresh { profile } => respond(out, refresh(shared, profile.as_deref()).await),
+        Request::Reload {} => respond(out, reload(shared)),
+        Request::Whoami { profile } => respond(out, whoami(shared, profile.as_deref()).await),
+        Request::Login {
+            token_url,
+            email,
+            password,
+        } => respond(
+            out,
+            login(shared, token_url.as_deref(), &email, &password).await,
+        ),
+        Request::Shutdown {} => respond(out, shutdown(shared)),
+    }
+}
+
+/// `hello`: the version handshake. Only the daemon's own major version is accepted.
+pub fn hello(version: u32, client: Option<&str>) -> Result<HelloReply, WireError> {
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "this daemon speaks protocol v{PROTOCOL_VERSION}, the client v{version}; \
+                 use a ce-auth and ce-authd of matching versions (restart the daemon after upgrading)"
+            ),
+        ));
+    }
+    if let Some(client) = client {
+        tracing::debug!(client = %client.escape_debug(), "hello");
+    }
+    Ok(HelloReply {
+        version: PROTOCOL_VERSION,
+        daemon: daemon_name(),
+        pid: std::process::id(),
+    })
+}
+
+/// `token`: a token with at least `min_ttl` seconds left ([`DEFAULT_MIN_TTL`] when absent).
+pub async fn token(
+    shared: &Shared,
+    profile: Option<&str>,
+    min_ttl: Option<u64>,
+) -> Result<TokenReply, WireError> {
+    let min_ttl = Duration::from_secs(min_ttl.unwrap_or(DEFAULT_MIN_TTL));
+    Ok(shared.engine.token(profile, min_ttl).await?)
+}
+
+/// `status`: daemon information and the state of one or every profile.
+pub fn status(shared: &Shared, profile: Option<&str>) -> Result<StatusReply, WireError> {
+    let profiles = shared.engine.status(profile)?;
+    Ok(StatusReply {
+        version: PROTOCOL_VERSION,
+        daemon: daemon_name(),
+        pid: std::process::id(),
+        uptime: shared.started.elapsed().as_secs(),
+        memory_locked: crate::secret::memory_locked(),
+        default_profile: shared.engine.default_profile(),
+        profiles,
+    })
+}
+
+/// `add`: validates the settings and loads the profile.
+pub fn add(
+    shared: &Shared,
+    profile: &str,
+    settings: crate::config::ProfileSpec,
+    secret: Option<Secret>,
+    replace: bool,
+) -> Result<ProfileReply, WireError> {
+    let p = Profile::from_spec(profile, settings, secret)
+        .map_err(|e| WireError::new(ErrorCode::ConfigError, e.message))?;
+    shared.engine.add(p, replace)?;
+    tracing::info!(profile = %profile.escape_debug(), "profile added");
+    Ok(ProfileReply {
+        profile: profile.to_string(),
+    })
+}
+
+/// `remove`: forgets a profile, its secret and its token.
+pub fn remove(shared: &Shared, profile: &str) -> Result<ProfileReply, WireError> {
+    shared.engine.remove(profile)?;
+    tracing::info!(profile = %profile.escape_debug(), "profile removed");
+    Ok(ProfileReply {
+        profile: profile.to_string(),
+    })
+}
+
+/// `refresh`: a new token now, even if the cached one is fresh.
+pub async fn refresh(shared: &Shared, profile: Option<&str>) -> Result<TokenReply, WireError> {
+    Ok(shared.engine.refresh(profile).await?)
+}
+
+/// `reload` (and SIGHUP): re-reads the configuration file and applies it.
+///
+/// A broken file leaves the running configuration untouched and is reported
+/// as `config_error` with the file's message.
+pub fn reload(shared: &Shared) -> Result<ReloadReply, WireError> {
+    let Some(path) = shared.config_path.as_deref() else {
+        return Err(WireError::new(
+            ErrorCode::ConfigError,
+            "the daemon runs without a configuration file; start it with --config to use reload",
+        ));
+    };
+    crate::systemd::notify_reloading();
+    let result = match Config::load(path) {
+        Ok(config) => {
+            let reply = shared.engine.reload(config);
+            tracing::info!(
+                added = reply.added.len(),
+                removed = reply.removed.len(),
+                changed = reply.changed.len(),
+                "configuration reloaded"
+            );
+            Ok(reply)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "reload failed; keeping the running configuration");
+            Err(WireError::new(
+                ErrorCode::ConfigError,
+                format!("{}; the running configuration is unchanged", e.message),
+            ))
+        }
+    };
+    crate::systemd::notify_ready();
+    result
+}
+
+/// `whoami`: the issuer's `users/me` for a profile's token.
+pub async fn whoami(shared: &Shared, profile: Option<&str>) -> Result<WhoamiReply, WireError> {
+    Ok(shared.engine.whoami(profile).await?)
+}
+
+/// `login`: password grant, then a new API client.
+pub async fn login(
+    shared: &Shared,
+    token_url: Option<&str>,
+    email: &str,
+    password: &Secret,
+) -> Result<LoginReply, WireError> {
+    Ok(shared.engine.login(token_url, email, password).await?)
+}
+
+/// `shutdown`: answers, then asks the server to stop.
+pub fn shutdown(shared: &Shared) -> Result<Empty, WireError> {
+    tracing::info!("shutdown requested over the socket");
+    // a stored permit: the server sees it even if it is not waiting right now
+    shared.shutdown.notify_one();
+    Ok(Empty {})
+}
+
+/// Appends the reply line for `result` to `out`.
+pub fn respond<T: Serialize>(out: &mut Vec<u8>, result: Result<T, WireError>) {
+    match result {
+        Ok(body) => write_ok(out, &body),
+        Err(e) => write_err(out, &e),
+    }
+}
+
+/// Appends `{"ok":true, ...fields of body}\n` to `out` without an intermediate buffer.
+pub fn write_ok<T: Serialize>(out: &mut Vec<u8>, body: &T) {
+    let start = out.len();
+    out.extend_from_slice(b"{\"ok\":true");
+    let body_at = out.len();
+    if serde_json::to_writer(&mut *out, body).is_err() || out.get(body_at) != Some(&b'{') {
+        out.truncate(start);
+        write_err(
+            out,
+            &WireError::new(ErrorCode::Internal, "reply could not be serialised"),
+        );
+        return;
+    }
+    if out.len() - body_at == 2 {
+        // an empty object: `{"ok":true{}` becomes `{"ok":true}`
+        out.truncate(body_at);
+        out.push(b'}');
+    } else {
+        // splice the body's fields after `"ok":true`
+        out[body_at] = b',';
+    }
+    out.push(b'\n');
+}
+
+/// Appends `{"ok":false,"error":{...}}\n` to `out`.
+pub fn write_err(out: &mut Vec<u8>, error: &WireError) {
+    out.extend_from_slice(&crate::protocol::err_line(error));
+}
+
+/// The `token` request in its common shape, parsed without building a [`Request`].
+///
+/// Anything unusual (escapes, other ops, errors) returns `None` and takes the
+/// full path, so the two parsers cannot disagree on what they both accept.
+fn fast_token(line: &[u8]) -> Option<(Option<&str>, Option<u64>)> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fast<'a> {
+        #[serde(borrow)]
+        op: &'a str,
+        #[serde(default, borrow)]
+        profile: Option<&'a str>,
+        #[serde(default)]
+        min_ttl: Option<u64>,
+    }
+    // from_slice validates UTF-8 inside the borrowed strings it returns
+    let f: Fast<'_> = serde_json::from_slice(line).ok()?;
+    (f.op == "token").then_some((f.profile, f.min_ttl))
+}
+
+/// A serde_json error as an actionable message that never echoes values
+/// (a mistyped field could hold a secret).
+fn json_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let msg = e.to_string();
+    // serde_json appends " at line L column C"; keep the column for the client
+    let (what, place) = match msg.rfind(" at line ") {
+        Some(i) => (&msg[..i], &msg[i..]),
+        None => (msg.as_str(), ""),
+    };
+    let what = if let Some(rest) = what
+        .strip_prefix("invalid type: ")
+        .or_else(|| what.strip_prefix("invalid value: "))
+    {
+        match rest.find(", expected ") {
+            Some(i) => format!("wrong type or value, expected {}", &rest[i + 11..]),
+            None => "wrong type or value".to_string(),
+        }
+    } else {
+        what.to_string()
+    };
+    let what = what
+        .replace(
+            "internally tagged enum Request",
+            "a request object with an `op`",
+        )
+        .replace("variant identifier", "an op name");
+    let hint = match e.classify() {
+        Category::Syntax | Category::Eof => "; send one JSON object per line",
+        Category::Data => "; see docs/PROTOCOL.md for the ops and their fields",
+        Category::Io => "",
+    };
+    format!("bad request: {what}{place}{hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_ok_splices_fields_and_handles_empty_bodies() {
+        let mut out = Vec::new();
+        write_ok(&mut out, &Empty {});
+        write_ok(
+            &mut out,
+            &ProfileReply {
+                profile: "dev".into(),
+            },
+        );
+        assert_eq!(out, b"{\"ok\":true}\n{\"ok\":true,\"profile\":\"dev\"}\n");
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_full_parser() {
+        let cases: &[&[u8]] = &[
+            br#"{"op":"token"}"#,
+            br#"{"op":"token","profile":"dev","min_ttl":5}"#,
+            br#"{"op":"token","profile":null}"#,
+            br#"{"op":"token","profile":"d\"ev"}"#,
+            br#"{"op":"token","extra":1}"#,
+            br#"{"op":"status"}"#,
+            br#"{"op":"token","min_ttl":-1}"#,
+        ];
+        for line in cases {
+            let full = parse_request(line);
+            // when the fast path returns None the full parser decides alone
+            if let Some((p, t)) = fast_token(line) {
+                match full {
+                    Ok(Request::Token { profile, min_ttl }) => {
+                        assert_eq!(p, profile.as_deref());
+                        assert_eq!(t, min_ttl);
+                    }
+                    other => panic!("fast path accepted what the full parser gave {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn json_errors_never_echo_values() {
+        let e = parse_request(br#"{"op":"token","min_ttl":"hunter2"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(!e.message.contains("hunter2"), "{}", e.message);
+        assert!(e.message.contains("expected u64"), "{}", e.message);
+        let e = parse_request(b"[1,2]").unwrap_err();
+        assert!(e.message.contains("JSON object"), "{}", e.message);
+        let e = parse_request(br#"{"op":7}"#).unwrap_err();
+        assert!(e.message.contains("op name"), "{}", e.message);
+        let e = parse_request(br#"{"op":"tokn"}"#).unwrap_err();
+        assert!(
+            e.message.contains("unknown variant `tokn`"),
+            "{}",
+            e.message
+        );
+        let e = parse_request(b"\xff\xfe").unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
+    }
+
+    #[test]
+    fn hello_accepts_only_our_major_version() {
+        assert_eq!(
+            hello(PROTOCOL_VERSION, None).unwrap().version,
+            PROTOCOL_VERSION
+        );
+        let e = hello(PROTOCOL_VERSION + 1, Some("x")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedVersion);
+    }
+}

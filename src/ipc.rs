@@ -1,13 +1,40 @@
 //! Local sockets: names, bind/connect, stale-socket reclaim and the peer
 //! check. The one place where Unix sockets and Windows named pipes differ.
 //!
-//! STUB: the server work fills this in; names below are the contract.
+//! Built on `interprocess` local sockets: a Unix domain socket on Unix, a
+//! named pipe on Windows, behind the same [`Listener`] / [`Stream`] API.
 
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use interprocess::local_socket::traits::StreamCommon;
+
+/// A connection accepted by the daemon (tokio flavour).
+pub type Stream = interprocess::local_socket::tokio::Stream;
+
+/// A client connection to the daemon (blocking flavour; `&ClientStream`
+/// implements `Read` and `Write`).
+pub type ClientStream = interprocess::local_socket::Stream;
 
 /// A bound listener ready to accept connections.
+///
+/// Bound sockets are removed from the file system when the listener is
+/// dropped; sockets adopted from systemd are left to systemd.
 pub struct Listener {
-    _private: (),
+    inner: Inner,
+    path: Option<PathBuf>,
+}
+
+#[cfg(unix)]
+enum Inner {
+    /// Not yet registered with a runtime, so [`bind`] works before one exists.
+    Sync(Option<interprocess::os::unix::uds_local_socket::Listener>),
+    Async(interprocess::os::unix::uds_local_socket::tokio::Listener),
+}
+
+#[cfg(windows)]
+enum Inner {
+    Async(interprocess::local_socket::tokio::Listener),
 }
 
 /// Why the daemon could not take the socket.
@@ -20,14 +47,280 @@ pub enum BindError {
     Io(#[from] std::io::Error),
 }
 
+/// A peer the daemon will not serve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerRefused {
+    /// The peer runs as another user.
+    #[error("uid {uid} may not use this daemon (it serves uid {own} only; see `allow_uids`)")]
+    OtherUser {
+        /// The peer's effective uid.
+        uid: u32,
+        /// The daemon's effective uid.
+        own: u32,
+    },
+    /// The peer's credentials could not be read.
+    #[error("cannot read the peer's credentials: {0}")]
+    Unknown(String),
+}
+
+impl Listener {
+    /// The socket path this listener was bound to, if it was bound by [`bind`].
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Accepts the next connection. Must run inside a tokio runtime.
+    pub async fn accept(&mut self) -> io::Result<Stream> {
+        use interprocess::local_socket::traits::tokio::Listener as _;
+        #[cfg(unix)]
+        {
+            if let Inner::Sync(sync) = &mut self.inner {
+                let sync = sync
+                    .take()
+                    .ok_or_else(|| io::Error::other("listener lost during registration"))?;
+                self.inner = Inner::Async(sync.try_into()?);
+            }
+            match &self.inner {
+                Inner::Async(l) => l.accept().await.map(Stream::from),
+                Inner::Sync(_) => Err(io::Error::other("listener not registered")),
+            }
+        }
+        #[cfg(windows)]
+        {
+            let Inner::Async(l) = &self.inner;
+            l.accept().await
+        }
+    }
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Binds the socket at `path` (creating its directory 0700, socket 0600),
 /// reclaiming a stale socket only when nothing answers on it.
+///
+/// On Unix this does not need a tokio runtime; on Windows it must be called
+/// inside one.
 pub fn bind(path: &Path) -> Result<Listener, BindError> {
-    let _ = path;
-    Err(BindError::Io(std::io::Error::other("not implemented")))
+    imp::bind(path)
 }
 
 /// Adopts a listener passed by systemd socket activation (`LISTEN_FDS`), if any.
+///
+/// Returns `Ok(None)` when the daemon was not socket-activated (the variables
+/// are absent or meant for another process).
 pub fn from_systemd() -> std::io::Result<Option<Listener>> {
-    Ok(None)
+    imp::from_systemd()
+}
+
+/// Connects to the daemon's socket at `path` (blocking; for the client).
+pub fn connect(path: &Path) -> io::Result<ClientStream> {
+    use interprocess::local_socket::ConnectOptions;
+    let name = imp::name(path)?;
+    ConnectOptions::new().name(name).connect_sync()
+}
+
+/// Checks that the peer of `stream` may use the daemon: the same effective
+/// uid as the daemon, or one listed in `allow_uids`. Returns the peer's uid.
+pub fn check_peer(stream: &Stream, allow_uids: &[u32]) -> Result<Option<u32>, PeerRefused> {
+    let creds = stream
+        .peer_creds()
+        .map_err(|e| PeerRefused::Unknown(e.to_string()))?;
+    imp::check_creds(&creds, allow_uids)
+}
+
+#[cfg(unix)]
+mod imp {
+    use super::*;
+    use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name, ToFsName};
+    use interprocess::os::unix::local_socket::ListenerOptionsExt;
+    use interprocess::os::unix::uds_local_socket::Listener as UdsListener;
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    pub(super) fn name(path: &Path) -> io::Result<Name<'_>> {
+        path.to_fs_name::<GenericFilePath>()
+    }
+
+    pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        crate::paths::create_private_dir(dir)?;
+        reclaim_if_stale(path)?;
+        let listener = ListenerOptions::new()
+            .name(name(path)?)
+            // applied with fchmod before bind(), so the socket is never open to others
+            .mode(0o600)
+            .reclaim_name(true)
+            .create_sync_as::<UdsListener>()
+            .map_err(|e| match e.kind() {
+                // someone bound it between our check and our bind
+                io::ErrorKind::AddrInUse => BindError::InUse(path.display().to_string()),
+                _ => BindError::Io(io::Error::new(
+                    e.kind(),
+                    format!("cannot bind {}: {e}", path.display()),
+                )),
+            })?;
+        // systems where fchmod before bind has no effect: fix up before serving anyone
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode != 0o600 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(Listener {
+            inner: Inner::Sync(Some(listener)),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    /// Removes a socket file nobody listens on; refuses to touch anything else.
+    fn reclaim_if_stale(path: &Path) -> Result<(), BindError> {
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if !meta.file_type().is_socket() {
+            return Err(BindError::Io(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; remove it or choose another path with --socket",
+                    path.display()
+                ),
+            )));
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => Err(BindError::InUse(path.display().to_string())),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %path.display(), "removing stale socket");
+                match std::fs::remove_file(path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(BindError::Io(io::Error::new(
+                e.kind(),
+                format!(
+                    "{} exists and cannot be checked ({e}); remove it if no ce-authd runs",
+                    path.display()
+                ),
+            ))),
+        }
+    }
+
+    static SYSTEMD_TAKEN: AtomicBool = AtomicBool::new(false);
+
+    pub(super) fn from_systemd() -> io::Result<Option<Listener>> {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        const SD_LISTEN_FDS_START: i32 = 3;
+        let pid_matches = std::env::var("LISTEN_PID")
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|p| p == std::process::id());
+        let fds = std::env::var("LISTEN_FDS")
+            .ok()
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .unwrap_or(0);
+        if !pid_matches || fds == 0 {
+            return Ok(None);
+        }
+        if fds > 1 {
+            tracing::warn!(fds, "systemd passed several sockets; using the first");
+        }
+        if SYSTEMD_TAKEN.swap(true, Ordering::SeqCst) {
+            return Err(io::Error::other("the systemd socket was already adopted"));
+        }
+        // SAFETY: LISTEN_PID names this process, so systemd passed fd 3 to us and
+        // nothing else in this process owns it; the flag above makes this happen once.
+        let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
+        let ty = rustix::net::sockopt::socket_type(&fd)?;
+        let listening = rustix::net::sockopt::socket_acceptconn(&fd)?;
+        if ty != rustix::net::SocketType::STREAM || !listening {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the socket passed by systemd is not a listening stream socket \
+                 (use ListenStream= in ce-authd.socket)",
+            ));
+        }
+        // systemd sockets come without close-on-exec; children must not inherit it
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+        let listener = UdsListener::from(fd);
+        Ok(Some(Listener {
+            inner: Inner::Sync(Some(listener)),
+            path: None,
+        }))
+    }
+
+    pub(super) fn check_creds(
+        creds: &interprocess::local_socket::PeerCreds,
+        allow_uids: &[u32],
+    ) -> Result<Option<u32>, PeerRefused> {
+        let own = crate::paths::current_uid();
+        let uid = creds
+            .euid()
+            .ok_or_else(|| PeerRefused::Unknown("no uid reported".into()))?;
+        if uid == own || allow_uids.contains(&uid) {
+            Ok(Some(uid))
+        } else {
+            Err(PeerRefused::OtherUser { uid, own })
+        }
+    }
+}
+
+#[cfg(windows)]
+mod imp {
+    use super::*;
+    use interprocess::local_socket::{GenericNamespaced, ListenerOptions, Name, ToNsName};
+
+    /// The pipe name for a socket path: `\\.\pipe\ce-auth-<path with separators flattened>`.
+    pub(super) fn name(path: &Path) -> io::Result<Name<'static>> {
+        let flat: String = path
+            .to_string_lossy()
+            .chars()
+            .map(|c| {
+                if matches!(c, '\\' | '/' | ':') {
+                    '-'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        format!("ce-auth-{flat}").to_ns_name::<GenericNamespaced>()
+    }
+
+    pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
+        // named pipes live in their own namespace and get a private default ACL
+        let listener = ListenerOptions::new()
+            .name(name(path)?)
+            .create_tokio()
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => {
+                    BindError::InUse(path.display().to_string())
+                }
+                _ => BindError::Io(e),
+            })?;
+        Ok(Listener {
+            inner: Inner::Async(listener),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
+    pub(super) fn from_systemd() -> io::Result<Option<Listener>> {
+        Ok(None)
+    }
+
+    pub(super) fn check_creds(
+        _creds: &interprocess::local_socket::PeerCreds,
+        _allow_uids: &[u32],
+    ) -> Result<Option<u32>, PeerRefused> {
+        // the pipe's default ACL admits only the owner, SYSTEM and administrators
+        Ok(None)
+    }
 }

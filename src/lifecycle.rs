@@ -1,3 +1,748 @@
-//! Daemon lifecycle: detaching, the pidfile, signals and orderly shutdown.
+//! Daemon lifecycle: detaching, readiness, the pidfile, signals and orderly shutdown.
 //!
-//! STUB: to be filled in.
+//! `ce-authd`'s `main` parses arguments and calls [`run`]. Everything that can
+//! fail returns a [`LifecycleError`] whose [`LifecycleError::exit_code`] is the
+//! documented exit status, so `main` returns instead of calling
+//! `process::exit` and every secret is zeroed by its destructor.
+//!
+//! With `--daemon` the process forks *before* any tokio runtime exists (forking
+//! a multi-threaded process is unsound). The parent waits on a pipe until the
+//! daemon reports that its socket is bound and its configuration loaded, or
+//! why it failed; only then does it print `CE_AUTH_SOCK=...` and exit.
+
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, Profile, ProfileSpec};
+use crate::engine::Engine;
+use crate::ipc::{self, BindError, Listener};
+use crate::issuer::Issuer;
+use crate::secret::Secret;
+use crate::server::{self, Shared};
+use crate::{paths, systemd};
+
+/// Exit statuses of `ce-authd`, one definition for code, `--help` and docs.
+pub mod exit {
+    /// The daemon ran and stopped cleanly (or `--daemon` started it).
+    pub const OK: u8 = 0;
+    /// Any other failure (I/O, pidfile, issuer start-up, ...).
+    pub const FAILURE: u8 = 1;
+    /// Bad command-line usage.
+    pub const USAGE: u8 = 2;
+    /// Another `ce-authd` already serves the socket.
+    pub const IN_USE: u8 = 3;
+    /// The configuration is invalid.
+    pub const CONFIG: u8 = 7;
+}
+
+/// How long `ce-authd --daemon` waits for the detached daemon to report.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long each shutdown step (engine, emulated issuer) may take.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether to stay attached to the terminal or detach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Stay in the foreground (the default; what systemd and containers want).
+    #[default]
+    Foreground,
+    /// Detach, print `CE_AUTH_SOCK=...; export CE_AUTH_SOCK;` once ready, like `ssh-agent`.
+    Daemon,
+}
+
+/// What `ce-authd` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--config`; `None` falls back to `$CE_AUTH_CONFIG`, then the XDG default.
+    pub config: Option<PathBuf>,
+    /// `--socket`; `None` falls back to `$CE_AUTH_SOCK`, then the runtime directory.
+    pub socket: Option<PathBuf>,
+    /// `--foreground` / `--daemon`.
+    pub mode: Mode,
+    /// `--dev`: run the emulated issuer in-process with a `dev` profile.
+    pub dev: bool,
+    /// `--pidfile`; `None` puts it beside the socket.
+    pub pidfile: Option<PathBuf>,
+}
+
+/// Why the daemon could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// Another daemon answers on the socket.
+    #[error(
+        "another ce-authd is already serving {0}; stop it first (`ce-auth stop`) or pick another socket with --socket"
+    )]
+    InUse(PathBuf),
+    /// The configuration file is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(#[source] ConfigError),
+    /// The socket could not be bound.
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A socket passed by systemd could not be adopted.
+    #[error("cannot use the socket passed by systemd (LISTEN_FDS): {0}")]
+    Activation(#[source] std::io::Error),
+    /// The pidfile could not be written.
+    #[error("cannot write the pidfile {path}: {source} (choose another with --pidfile)")]
+    Pidfile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The emulated issuer of `--dev` could not start.
+    #[error("cannot start the emulated issuer for --dev: {0}")]
+    Issuer(#[source] std::io::Error),
+    /// Another I/O failure, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The detached daemon reported a failure (or vanished) before it was ready.
+    #[error("{message}")]
+    Daemon { message: String, code: u8 },
+}
+
+impl LifecycleError {
+    /// The process exit status for this error (see [`exit`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LifecycleError::InUse(_) => exit::IN_USE,
+            LifecycleError::Config(_) => exit::CONFIG,
+            LifecycleError::Daemon { code, .. } => *code,
+            _ => exit::FAILURE,
+        }
+    }
+
+    fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        LifecycleError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Runs the daemon as `opts` says, until a signal or a `shutdown` request stops it.
+///
+/// Call from `main` with no tokio runtime running: `--daemon` forks first and
+/// builds the runtime in the child.
+pub fn run(opts: Options) -> Result<(), LifecycleError> {
+    let opts = absolute(opts)?;
+    match opts.mode {
+        Mode::Foreground => run_in_runtime(opts, None),
+        Mode::Daemon => detach(opts),
+    }
+}
+
+/// Makes the paths absolute, since the detached daemon changes to `/`.
+fn absolute(mut opts: Options) -> Result<Options, LifecycleError> {
+    let cwd = || std::env::current_dir().map_err(|e| LifecycleError::io("current directory", e));
+    for p in [&mut opts.config, &mut opts.socket, &mut opts.pidfile]
+        .into_iter()
+        .flatten()
+    {
+        if p.is_relative() {
+            *p = cwd()?.join(&*p);
+        }
+    }
+    Ok(opts)
+}
+
+/// What the detached daemon tells the waiting parent, one JSON line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum StartupReport {
+    Ready {
+        socket: PathBuf,
+        pid: u32,
+        /// Text for the user (the `--dev` instructions), printed to stderr by the parent.
+        notes: String,
+    },
+    Failed {
+        message: String,
+        code: u8,
+    },
+}
+
+fn detach(opts: Options) -> Result<(), LifecycleError> {
+    let socket = paths::socket_path(opts.socket.clone());
+    let stderr = daemon_log(&socket);
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| LifecycleError::io("cannot create the start-up pipe", e))?;
+    let daemonize = daemonize::Daemonize::new()
+        .working_directory("/")
+        .umask(0o077)
+        .stdout(daemonize::Stdio::devnull())
+        .stderr(stderr);
+    match daemonize.execute() {
+        daemonize::Outcome::Parent(Ok(_)) => {
+            drop(writer);
+            wait_for_daemon(reader)
+        }
+        daemonize::Outcome::Parent(Err(e)) => Err(LifecycleError::io(
+            "cannot detach",
+            std::io::Error::other(e.to_string()),
+        )),
+        daemonize::Outcome::Child(Ok(_)) => {
+            drop(reader);
+            run_in_runtime(opts, Some(writer))
+        }
+        daemonize::Outcome::Child(Err(e)) => {
+            let err = LifecycleError::io("cannot detach", std::io::Error::other(e.to_string()));
+            report_failure(Some(writer), &err);
+            Err(err)
+        }
+    }
+}
+
+/// Where the detached daemon's stderr (its log) goes: `ce-authd.log` beside the
+/// socket (0600) when that directory is private to us, else `/dev/null`.
+fn daemon_log(socket: &Path) -> daemonize::Stdio {
+    let Some(dir) = socket.parent() else {
+        return daemonize::Stdio::devnull();
+    };
+    // the socket directory is created 0700 here if missing; ipc::bind checks it again
+    let _ = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir);
+    let private = std::fs::metadata(dir)
+        .map(|m| {
+            m.is_dir() && m.uid() == rustix::process::getuid().as_raw() && m.mode() & 0o077 == 0
+        })
+        .unwrap_or(false);
+    if !private {
+        return daemonize::Stdio::devnull();
+    }
+    let path = dir.join("ce-authd.log");
+    match OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+    {
+        Ok(f) => {
+            // an older log may have been created with looser permissions
+            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
+            f.into()
+        }
+        Err(_) => daemonize::Stdio::devnull(),
+    }
+}
+
+fn wait_for_daemon(reader: std::io::PipeReader) -> Result<(), LifecycleError> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let got = BufReader::new(reader).read_line(&mut line).map(|_| line);
+        let _ = tx.send(got);
+    });
+    let line = match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(Ok(line)) => line,
+        Ok(Err(e)) => return Err(LifecycleError::io("cannot read the start-up pipe", e)),
+        Err(_) => {
+            return Err(LifecycleError::Daemon {
+                message: format!(
+                    "the daemon did not report ready within {} s; see ce-authd.log beside the socket",
+                    READY_TIMEOUT.as_secs()
+                ),
+                code: exit::FAILURE,
+            });
+        }
+    };
+    match serde_json::from_str::<StartupReport>(&line) {
+        Ok(StartupReport::Ready { socket, notes, .. }) => {
+            if !notes.is_empty() {
+                eprint!("{notes}");
+            }
+            println!(
+                "CE_AUTH_SOCK={}; export CE_AUTH_SOCK;",
+                shell_quote(&socket.to_string_lossy())
+            );
+            Ok(())
+        }
+        Ok(StartupReport::Failed { message, code }) => {
+            Err(LifecycleError::Daemon { message, code })
+        }
+        // EOF or garbage: the daemon died before it could say why
+        Err(_) => Err(LifecycleError::Daemon {
+            message: "the daemon exited before it was ready; see ce-authd.log beside the socket"
+                .into(),
+            code: exit::FAILURE,
+        }),
+    }
+}
+
+fn report_failure(pipe: Option<std::io::PipeWriter>, err: &LifecycleError) {
+    if let Some(mut w) = pipe {
+        let report = StartupReport::Failed {
+            message: error_chain(err),
+            code: err.exit_code(),
+        };
+        if let Ok(mut line) = serde_json::to_vec(&report) {
+            line.push(b'\n');
+            let _ = w.write_all(&line);
+        }
+    }
+}
+
+/// The error and its sources on one line, `a: b: c`, skipping repeats.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn run_in_runtime(
+    opts: Options,
+    ready_pipe: Option<std::io::PipeWriter>,
+) -> Result<(), LifecycleError> {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let err = LifecycleError::io("cannot start the async runtime", e);
+            report_failure(ready_pipe, &err);
+            return Err(err);
+        }
+    };
+    runtime.block_on(async move {
+        let daemon = match Daemon::start(&opts).await {
+            Ok(d) => d,
+            Err(e) => {
+                report_failure(ready_pipe, &e);
+                return Err(e);
+            }
+        };
+        daemon.serve(ready_pipe).await
+    })
+}
+
+/// A started daemon: socket bound, configuration loaded, pidfile written.
+struct Daemon {
+    listener: Listener,
+    shared: Arc<Shared>,
+    socket: PathBuf,
+    /// Whether we bound the socket (and so remove it on exit) or systemd passed it.
+    owns_socket: bool,
+    pidfile: PathBuf,
+    issuer: Option<Issuer>,
+    notes: String,
+    signals: Signals,
+}
+
+impl Daemon {
+    async fn start(opts: &Options) -> Result<Daemon, LifecycleError> {
+        // handlers go in before anything else: SIGHUP's default action would
+        // kill a daemon that is reloaded early
+        let signals = Signals::new()?;
+        let socket = paths::socket_path(opts.socket.clone());
+        let (mut config, config_path) = load_config(opts)?;
+
+        let mut issuer = None;
+        let mut notes = String::new();
+        if opts.dev {
+            let (iss, profile) = start_dev_issuer().await?;
+            if config.profiles.contains_key(DEV_PROFILE) {
+                tracing::warn!("--dev replaces the profile \"{DEV_PROFILE}\" of the configuration");
+            }
+            config.profiles.insert(DEV_PROFILE.to_string(), profile);
+            config.default_profile = Some(DEV_PROFILE.to_string());
+            notes = dev_notes(&socket, &iss);
+            issuer = Some(iss);
+        }
+
+        let (listener, owns_socket) = match ipc::from_systemd() {
+            Ok(Some(l)) => {
+                tracing::info!("using the socket passed by systemd");
+                (l, false)
+            }
+            Ok(None) => match ipc::bind(&socket) {
+                Ok(l) => (l, true),
+                Err(BindError::InUse(_)) => return Err(LifecycleError::InUse(socket)),
+                Err(BindError::Io(source)) => {
+                    return Err(LifecycleError::Bind {
+                        path: socket,
+                        source,
+                    });
+                }
+            },
+            Err(e) => return Err(LifecycleError::Activation(e)),
+        };
+
+        let pidfile = opts
+            .pidfile
+            .clone()
+            .unwrap_or_else(|| paths::pidfile_path(&socket));
+        if let Err(source) = write_pidfile(&pidfile) {
+            if owns_socket {
+                // nobody else may use a socket we bound, so leave nothing behind
+                close(listener);
+                let _ = std::fs::remove_file(&socket);
+            }
+            return Err(LifecycleError::Pidfile {
+                path: pidfile,
+                source,
+            });
+        }
+
+        let settings = config.daemon.clone();
+        let profiles = config.profiles.len();
+        let engine = Engine::new(config);
+        tracing::info!(
+            "ce-authd {} listening on {} ({profiles} profile(s), pid {})",
+            env!("CARGO_PKG_VERSION"),
+            socket.display(),
+            std::process::id()
+        );
+        let shared = Arc::new(Shared {
+            engine,
+            config_path,
+            settings,
+            started: Instant::now(),
+            shutdown: tokio::sync::Notify::new(),
+        });
+        Ok(Daemon {
+            listener,
+            shared,
+            socket,
+            owns_socket,
+            pidfile,
+            issuer,
+            notes,
+            signals,
+        })
+    }
+
+    async fn serve(self, ready_pipe: Option<std::io::PipeWriter>) -> Result<(), LifecycleError> {
+        let Daemon {
+            listener,
+            shared,
+            socket,
+            owns_socket,
+            pidfile,
+            issuer,
+            notes,
+            signals,
+        } = self;
+
+        let Signals {
+            mut term,
+            mut int,
+            mut hup,
+        } = signals;
+        let reloader = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    reload(&shared);
+                }
+            })
+        };
+        let watchdog = systemd::spawn_watchdog();
+
+        systemd::notify_ready_with_status(&format!("serving {}", socket.display()));
+        match ready_pipe {
+            Some(mut w) => {
+                let report = StartupReport::Ready {
+                    socket: socket.clone(),
+                    pid: std::process::id(),
+                    notes,
+                };
+                // the parent may have gone (killed while waiting); we serve anyway
+                if let Ok(mut line) = serde_json::to_vec(&report) {
+                    line.push(b'\n');
+                    let _ = w.write_all(&line);
+                }
+            }
+            None if !notes.is_empty() => {
+                print!("{notes}");
+                let _ = std::io::stdout().flush();
+            }
+            None => {}
+        }
+
+        let stop = async move {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            }
+        };
+        let served = server::run(listener, shared.clone(), stop).await;
+
+        systemd::notify_stopping();
+        reloader.abort();
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        // bounded, so a wedged refresh cannot keep the daemon from exiting
+        if tokio::time::timeout(SHUTDOWN_GRACE, shared.engine.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the token engine did not stop within {SHUTDOWN_GRACE:?}");
+        }
+        if let Some(iss) = issuer {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, iss.shutdown()).await;
+        }
+        if owns_socket {
+            match std::fs::remove_file(&socket) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("could not remove {}: {e}", socket.display()),
+            }
+        }
+        remove_pidfile(&pidfile);
+        tracing::info!("stopped");
+        served.map_err(|e| LifecycleError::io("the socket server failed", e))
+    }
+}
+
+/// Stops listening (the listener closes when dropped).
+fn close(_listener: Listener) {}
+
+/// The signals the daemon handles, registered before it reports ready.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, LifecycleError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let reg = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| LifecycleError::io(format!("cannot handle {name}"), e))
+        };
+        Ok(Signals {
+            term: reg(SignalKind::terminate(), "SIGTERM")?,
+            int: reg(SignalKind::interrupt(), "SIGINT")?,
+            hup: reg(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+}
+
+/// Re-reads the configuration as the `reload` op does; a broken file keeps the old one.
+fn reload(shared: &Shared) {
+    let Some(path) = &shared.config_path else {
+        tracing::info!("no configuration file to reload");
+        return;
+    };
+    systemd::notify_reloading();
+    match Config::load(path) {
+        Ok(config) => {
+            let r = shared.engine.reload(config);
+            tracing::info!(
+                "reloaded {}: added {:?}, removed {:?}, changed {:?}",
+                path.display(),
+                r.added,
+                r.removed,
+                r.changed
+            );
+        }
+        Err(e) => tracing::error!("reload failed, keeping the previous configuration: {e}"),
+    }
+    systemd::notify_ready();
+}
+
+/// Loads the configuration. An explicitly named file (`--config`,
+/// `$CE_AUTH_CONFIG`) must exist; a missing default file is an empty configuration.
+fn load_config(opts: &Options) -> Result<(Config, Option<PathBuf>), LifecycleError> {
+    let explicit = opts.config.is_some() || std::env::var_os("CE_AUTH_CONFIG").is_some();
+    let path = paths::config_path(opts.config.clone());
+    if !explicit && !path.exists() {
+        tracing::info!(
+            "no configuration at {}; starting without profiles",
+            path.display()
+        );
+        // with --dev the file may never exist: reload would drop the dev profile
+        let keep = (!opts.dev).then_some(path);
+        return Ok((Config::default(), keep));
+    }
+    let config = Config::load(&path).map_err(LifecycleError::Config)?;
+    Ok((config, Some(path)))
+}
+
+/// Writes our pid to `path`, mode 0600, replacing a stale file.
+///
+/// Called only once the socket is ours, so an existing pidfile belongs to a
+/// daemon that is gone.
+fn write_pidfile(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{}", std::process::id())?;
+    f.sync_all()
+}
+
+/// Removes the pidfile if it is still ours.
+fn remove_pidfile(path: &Path) {
+    let ours = std::fs::read_to_string(path)
+        .map(|s| s.trim() == std::process::id().to_string())
+        .unwrap_or(false);
+    if ours && let Err(e) = std::fs::remove_file(path) {
+        tracing::warn!("could not remove the pidfile {}: {e}", path.display());
+    }
+}
+
+/// The name of the profile `--dev` adds.
+pub const DEV_PROFILE: &str = "dev";
+/// The e-mail of the dev user of `--dev`.
+pub const DEV_USER: &str = "dev@example.com";
+
+async fn start_dev_issuer() -> Result<(Issuer, Profile), LifecycleError> {
+    let client_id = uuid::Uuid::new_v4().to_string();
+    let client_secret = Secret::new(random_secret());
+    let password = Secret::new(random_secret());
+    let issuer = Issuer::builder()
+        .user(DEV_USER, password.expose())
+        .client(&client_id, client_secret.expose())
+        .start()
+        .await
+        .map_err(LifecycleError::Issuer)?;
+    let spec = ProfileSpec {
+        token_url: Some(issuer.token_url()),
+        grant: Some("client_credentials".into()),
+        auth_method: Some("client_secret_jwt".into()),
+        client_id: Some(client_id),
+        ..ProfileSpec::default()
+    };
+    let profile = Profile::from_spec(DEV_PROFILE, spec, Some(client_secret))
+        .map_err(LifecycleError::Config)?;
+    tracing::info!("emulated issuer for --dev at {}", issuer.base_url());
+    Ok((issuer, profile))
+}
+
+/// 32 random bytes, URL-safe base64 (43 characters).
+fn random_secret() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn dev_notes(socket: &Path, issuer: &Issuer) -> String {
+    let sock = shell_quote(&socket.to_string_lossy());
+    let base = issuer.base_url();
+    format!(
+        "ce-authd --dev: serving tokens from an emulated Climate Engine issuer\n\
+         \x20 socket:  {sock}\n\
+         \x20 profile: {DEV_PROFILE} (client_credentials + client_secret_jwt; the default profile)\n\
+         \x20 issuer:  {base} (token endpoint {token}, user {DEV_USER})\n\
+         \n\
+         Try, in another terminal:\n\
+         \x20 export CE_AUTH_SOCK={sock}\n\
+         \x20 ce-auth token\n\
+         \x20 ce-auth status\n\
+         \x20 curl -H \"Authorization: Bearer $(ce-auth token)\" {base}/api/v1/users/me\n\
+         \n",
+        token = issuer.token_url(),
+    )
+}
+
+/// Quotes `s` for a POSIX shell when it holds anything but safe characters.
+pub fn shell_quote(s: &str) -> String {
+    let safe = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b));
+    if safe {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_quote_leaves_plain_paths_and_quotes_the_rest() {
+        assert_eq!(
+            shell_quote("/run/user/1000/ce-auth/agent.sock"),
+            "/run/user/1000/ce-auth/agent.sock"
+        );
+        assert_eq!(shell_quote("/tmp/a b"), "'/tmp/a b'");
+        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
+        assert_eq!(shell_quote("/tmp/$(rm -rf x)"), "'/tmp/$(rm -rf x)'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn exit_codes_follow_the_error_kind() {
+        assert_eq!(
+            LifecycleError::InUse(PathBuf::from("/x")).exit_code(),
+            exit::IN_USE
+        );
+        let cfg = LifecycleError::Config(ConfigError {
+            message: "bad".into(),
+        });
+        assert_eq!(cfg.exit_code(), exit::CONFIG);
+        let pid = LifecycleError::Pidfile {
+            path: "/nope/pid".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(pid.exit_code(), exit::FAILURE);
+        assert!(
+            error_chain(&pid).contains("/nope/pid"),
+            "{}",
+            error_chain(&pid)
+        );
+    }
+
+    #[test]
+    fn startup_reports_round_trip() {
+        let r = StartupReport::Failed {
+            message: "invalid configuration: x".into(),
+            code: exit::CONFIG,
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        match serde_json::from_str::<StartupReport>(&line).unwrap() {
+            StartupReport::Failed { code, message } => {
+                assert_eq!(code, exit::CONFIG);
+                assert_eq!(message, "invalid configuration: x");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn relative_paths_become_absolute() {
+        let o = absolute(Options {
+            socket: Some("s.sock".into()),
+            ..Options::default()
+        })
+        .unwrap();
+        assert!(o.socket.unwrap().is_absolute());
+        assert!(o.config.is_none());
+    }
+}

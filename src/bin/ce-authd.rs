@@ -1,18 +1,69 @@
-//! `ce-authd`: the ce-auth daemon.
-//!
-//! STUB: the lifecycle work fills this in.
+//! `ce-authd`: the ce-auth daemon. Parses arguments, sets up logging and
+//! hardening, then hands over to [`ce_auth::lifecycle::run`].
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use ce_auth::lifecycle::{self, Mode, Options, exit};
+use clap::{Args, Parser, Subcommand};
+
+const AFTER_HELP: &str = "\
+Modes:
+  Without --daemon, ce-authd stays in the foreground and logs to stderr (what
+  systemd, containers and terminals want). With --daemon it detaches once the
+  socket is ready and prints `CE_AUTH_SOCK=<path>; export CE_AUTH_SOCK;`, so
+  `eval \"$(ce-authd --daemon)\"` works like ssh-agent. The detached daemon logs
+  to ce-authd.log beside the socket (mode 0600).
+
+Exit status:
+  0  stopped cleanly (with --daemon: the daemon is ready)
+  1  any other failure (I/O, pidfile, issuer start-up)
+  2  bad command-line usage
+  3  another ce-authd already serves the socket
+  7  the configuration is invalid
+
+Signals: SIGTERM/SIGINT stop the daemon cleanly; SIGHUP reloads the configuration.";
 
 #[derive(Parser)]
 #[command(
     name = "ce-authd",
     version,
-    about = "Keeps Climate Engine access tokens fresh and serves them over a local socket"
+    about = "Keeps Climate Engine access tokens fresh and serves them over a local socket",
+    after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    daemon: DaemonArgs,
+    /// Log level (error, warn, info, debug, trace or a RUST_LOG filter); overrides RUST_LOG.
+    #[arg(long, value_name = "LEVEL", global = true)]
+    log_level: Option<String>,
+}
+
+#[derive(Args)]
+struct DaemonArgs {
+    /// Configuration file [default: $CE_AUTH_CONFIG, else ~/.config/ce-auth/config.toml].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Socket to serve [default: $CE_AUTH_SOCK, else $XDG_RUNTIME_DIR/ce-auth/agent.sock].
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Stay in the foreground (the default).
+    #[arg(long, conflicts_with = "daemon")]
+    foreground: bool,
+    /// Detach once ready and print `CE_AUTH_SOCK=...; export CE_AUTH_SOCK;`.
+    #[arg(long)]
+    daemon: bool,
+    /// Run the emulated issuer on 127.0.0.1 with a `dev` profile (no network, no account).
+    #[arg(long)]
+    dev: bool,
+    /// Pidfile [default: ce-authd.pid beside the socket].
+    #[arg(long, value_name = "PATH")]
+    pidfile: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -21,13 +72,135 @@ enum Command {
     Issuer(ce_auth::issuer::cli::IssuerArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // before anything reads a secret: no core files, no ptrace by other processes
+    let hardening = ce_auth::hardening::harden();
     let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Issuer(args)) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(ce_auth::issuer::cli::run(args)),
-        None => Ok(()),
+    if let Err(e) = init_logging(cli.log_level.as_deref()) {
+        eprintln!("ce-authd: {e:#}");
+        return ExitCode::from(exit::USAGE);
     }
+    for w in hardening.warnings() {
+        tracing::warn!("{w}");
+    }
+    match cli.command {
+        Some(Command::Issuer(args)) => match run_issuer(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ce-authd issuer: {e:#}");
+                ExitCode::from(exit::FAILURE)
+            }
+        },
+        None => {
+            let d = cli.daemon;
+            let opts = Options {
+                config: d.config,
+                socket: d.socket,
+                mode: if d.daemon {
+                    Mode::Daemon
+                } else {
+                    Mode::Foreground
+                },
+                dev: d.dev,
+                pidfile: d.pidfile,
+            };
+            match lifecycle::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ce-authd: {}", lifecycle::error_chain(&e));
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+    }
+}
+
+fn run_issuer(args: ce_auth::issuer::cli::IssuerArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(ce_auth::issuer::cli::run(args))
+}
+
+/// Logs to stderr: readable in a terminal; when stderr is the journal, no
+/// timestamps or colours (the journal adds its own) and a `<N>` syslog priority
+/// prefix per line, so `journalctl -p warning` works.
+fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log-level {l:?}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // a subscriber set up earlier (e.g. by a test harness) is not worth stopping for
+    let _ = if stderr_is_journal() {
+        let plain = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_ansi(false)
+            .with_target(false)
+            .with_level(false);
+        builder
+            .with_ansi(false)
+            .event_format(journal::Prefixed(plain))
+            .try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
+    Ok(())
+}
+
+mod journal {
+    //! Log lines for the journal: a syslog priority prefix, then the line.
+
+    use tracing::{Event, Level, Subscriber};
+    use tracing_subscriber::fmt::format::Writer;
+    use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+    use tracing_subscriber::registry::LookupSpan;
+
+    /// Wraps a formatter, prefixing `<3>` (error) to `<7>` (debug) as sd-daemon(3) describes.
+    pub struct Prefixed<F>(pub F);
+
+    impl<S, N, F> FormatEvent<S, N> for Prefixed<F>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+        F: FormatEvent<S, N>,
+    {
+        fn format_event(
+            &self,
+            ctx: &FmtContext<'_, S, N>,
+            mut writer: Writer<'_>,
+            event: &Event<'_>,
+        ) -> std::fmt::Result {
+            let priority = match *event.metadata().level() {
+                Level::ERROR => 3,
+                Level::WARN => 4,
+                Level::INFO => 6,
+                _ => 7,
+            };
+            write!(writer, "<{priority}>")?;
+            self.0.format_event(ctx, writer, event)
+        }
+    }
+}
+
+/// True when stderr is the journal stream systemd set up (`JOURNAL_STREAM`
+/// names its device and inode), not merely inherited by a child's redirect.
+fn stderr_is_journal() -> bool {
+    let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = v.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(st) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
 }

@@ -1,0 +1,221 @@
+//! Users, API clients and the memory of client-assertion `jti`s.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use uuid::Uuid;
+
+use crate::secret::Secret;
+
+/// At most this many `jti`s are remembered; beyond it new assertions are
+/// refused rather than forgetting unexpired ones (which would allow replay).
+pub(crate) const MAX_JTIS: usize = 10_000;
+
+/// Longest `jti` accepted, so the memory above stays bounded.
+pub(crate) const MAX_JTI_LEN: usize = 256;
+
+/// A user of the password grant (FastAPI Users' user model).
+pub(crate) struct User {
+    pub id: Uuid,
+    pub email: String,
+    /// `None` for the built-in owner of pre-seeded clients, who cannot log in.
+    pub password: Option<Secret>,
+}
+
+/// An API client. Secrets live only in memory, wrapped so they are zeroed on drop.
+pub(crate) struct Client {
+    pub secret: Secret,
+    pub user_id: Uuid,
+    pub revoked: bool,
+}
+
+/// Why a `jti` was not accepted.
+#[derive(Debug, PartialEq)]
+pub(crate) enum JtiRefusal {
+    Replayed,
+    Full,
+}
+
+/// Everything the endpoints read and change.
+#[derive(Default)]
+pub(crate) struct Store {
+    users: Vec<User>,
+    clients: HashMap<String, Client>,
+    /// (client_id, jti) -> exp
+    jtis: HashMap<(String, String), u64>,
+}
+
+/// Compares secrets in time independent of where they differ.
+pub(crate) fn secrets_equal(a: &str, b: &str) -> bool {
+    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
+}
+
+impl Store {
+    /// Adds a user and returns its id.
+    pub fn add_user(&mut self, email: &str, password: Option<Secret>) -> Uuid {
+        let id = Uuid::new_v4();
+        self.users.push(User {
+            id,
+            email: email.to_owned(),
+            password,
+        });
+        id
+    }
+
+    /// The first user, the owner of pre-seeded clients.
+    pub fn first_user(&self) -> Option<Uuid> {
+        self.users.first().map(|u| u.id)
+    }
+
+    /// The user with this id.
+    pub fn user(&self, id: Uuid) -> Option<&User> {
+        self.users.iter().find(|u| u.id == id)
+    }
+
+    /// The user whose e-mail (compared without regard to case) and password match.
+    pub fn check_password(&self, email: &str, password: &str) -> Option<Uuid> {
+        let user = self
+            .users
+            .iter()
+            .find(|u| u.email.eq_ignore_ascii_case(email))?;
+        let stored = user.password.as_ref()?;
+        secrets_equal(stored.expose(), password).then_some(user.id)
+    }
+
+    /// Adds a client with a known id and secret (pre-seeded).
+    pub fn add_client(&mut self, client_id: &str, secret: Secret, user_id: Uuid) {
+        self.clients.insert(
+            client_id.to_owned(),
+            Client {
+                secret,
+                user_id,
+                revoked: false,
+            },
+        );
+    }
+
+    /// Creates a client for `user_id`; returns its id and secret (shown once).
+    pub fn create_client(&mut self, user_id: Uuid) -> (String, Secret) {
+        let id = generate_client_id();
+        let secret = generate_client_secret();
+        self.add_client(&id, Secret::new(secret.clone()), user_id);
+        (id, Secret::new(secret))
+    }
+
+    /// The client with this id, unless revoked.
+    pub fn active_client(&self, client_id: &str) -> Option<&Client> {
+        self.clients.get(client_id).filter(|c| !c.revoked)
+    }
+
+    /// Revokes a client; true if it existed.
+    pub fn revoke(&mut self, client_id: &str) -> bool {
+        match self.clients.get_mut(client_id) {
+            Some(c) => {
+                c.revoked = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The ids of all clients.
+    pub fn client_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.clients.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Records a `jti` until `exp`; refuses one seen before.
+    pub fn remember_jti(
+        &mut self,
+        client_id: &str,
+        jti: &str,
+        exp: u64,
+        now: u64,
+    ) -> Result<(), JtiRefusal> {
+        let key = (client_id.to_owned(), jti.to_owned());
+        if self.jtis.contains_key(&key) {
+            return Err(JtiRefusal::Replayed);
+        }
+        if self.jtis.len() >= MAX_JTIS {
+            // an expired assertion is refused on its exp anyway, so forgetting it is safe
+            self.jtis.retain(|_, e| *e >= now);
+            if self.jtis.len() >= MAX_JTIS {
+                return Err(JtiRefusal::Full);
+            }
+        }
+        self.jtis.insert(key, exp);
+        Ok(())
+    }
+}
+
+/// A fresh client id: a UUID v4.
+pub fn generate_client_id() -> String {
+    Uuid::new_v4().to_string()
+}
+
+/// A fresh client secret: 32 random bytes, URL-safe base64 without padding (43 characters).
+pub fn generate_client_secret() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_and_secrets_have_the_documented_shape() {
+        let id = generate_client_id();
+        assert_eq!(Uuid::parse_str(&id).map(|u| u.get_version_num()), Ok(4));
+        let secret = generate_client_secret();
+        assert_eq!(secret.len(), 43);
+        assert!(
+            secret
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
+        assert_ne!(secret, generate_client_secret());
+    }
+
+    #[test]
+    fn passwords_match_by_email_without_case_and_exact_password() {
+        let mut store = Store::default();
+        let id = store.add_user("Me@Example.com", Some(Secret::new("pw".into())));
+        store.add_user("nologin@example.com", None);
+        assert_eq!(store.check_password("me@example.com", "pw"), Some(id));
+        assert_eq!(store.check_password("me@example.com", "pw "), None);
+        assert_eq!(store.check_password("other@example.com", "pw"), None);
+        assert_eq!(store.check_password("nologin@example.com", ""), None);
+    }
+
+    #[test]
+    fn jtis_are_refused_when_replayed_and_memory_is_bounded() {
+        let mut store = Store::default();
+        assert_eq!(store.remember_jti("c", "a", 100, 50), Ok(()));
+        assert_eq!(
+            store.remember_jti("c", "a", 100, 50),
+            Err(JtiRefusal::Replayed)
+        );
+        // the same jti from another client is another assertion
+        assert_eq!(store.remember_jti("d", "a", 100, 50), Ok(()));
+        for i in 0..MAX_JTIS - 2 {
+            assert_eq!(store.remember_jti("c", &i.to_string(), 100, 50), Ok(()));
+        }
+        assert_eq!(store.remember_jti("c", "x", 100, 50), Err(JtiRefusal::Full));
+        // once the remembered ones have expired there is room again
+        assert_eq!(store.remember_jti("c", "x", 300, 200), Ok(()));
+        assert_eq!(store.jtis.len(), 1);
+    }
+
+    #[test]
+    fn revoked_clients_are_not_active() {
+        let mut store = Store::default();
+        let user = store.add_user("u@example.com", None);
+        let (id, _secret) = store.create_client(user);
+        assert!(store.active_client(&id).is_some());
+        assert!(store.revoke(&id));
+        assert!(store.active_client(&id).is_none());
+        assert!(!store.revoke("unknown"));
+    }
+}
