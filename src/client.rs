@@ -4,7 +4,7 @@
 //! request/reply pairs. [`Client::connect_or_start`] starts `ce-authd --daemon`
 //! when nothing answers on the socket.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,12 +12,16 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
 
+use interprocess::local_socket::traits::Stream as _;
+
 use crate::config::ProfileSpec;
+use crate::ipc::ClientStream;
 use crate::protocol::{
-    self, Empty, ErrorCode, HelloReply, LoginReply, MAX_LINE, PROTOCOL_VERSION, ProfileReply,
-    ReloadReply, Request, StatusReply, TokenReply, WhoamiReply, WireError, exit,
+    self, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION, ProfileReply, ReloadReply,
+    Request, StatusReply, TokenReply, WhoamiReply, WireError, exit,
 };
 use crate::secret::Secret;
+use crate::wire::{FrameError, SyncLines};
 
 /// How long a request may wait for its reply. Generous: a token request may
 /// wait for the issuer (and its retries) before the daemon answers.
@@ -108,7 +112,7 @@ pub fn autostart_disabled_by_env() -> bool {
 
 /// A connection to the daemon, past the `hello` handshake.
 pub struct Client {
-    reader: BufReader<Stream>,
+    lines: SyncLines<BufReader<ClientStream>>,
     socket: PathBuf,
     daemon: HelloReply,
 }
@@ -130,7 +134,7 @@ impl Client {
 
     /// Like [`Client::connect`], with a bound on each reply.
     pub fn connect_with_timeout(socket: &Path, timeout: Duration) -> Result<Client, ClientError> {
-        let stream = connect_stream(socket).map_err(|error| ClientError::NotRunning {
+        let stream = crate::ipc::connect(socket).map_err(|error| ClientError::NotRunning {
             socket: socket.to_path_buf(),
             error,
         })?;
@@ -138,10 +142,10 @@ impl Client {
             socket: socket.to_path_buf(),
             source,
         };
-        stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
-        stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+        stream.set_recv_timeout(Some(timeout)).map_err(io_err)?;
+        stream.set_send_timeout(Some(timeout)).map_err(io_err)?;
         let mut client = Client {
-            reader: BufReader::new(stream),
+            lines: SyncLines::new(BufReader::new(stream)),
             socket: socket.to_path_buf(),
             daemon: HelloReply {
                 version: 0,
@@ -194,15 +198,16 @@ impl Client {
         let mut line = serde_json::to_vec(request)
             .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
         line.push(b'\n');
-        let sent = self.reader.get_mut().write_all(&line);
+        let sent = self.lines.get_mut().get_mut().write_all(&line);
         // the request may carry a secret (add, login)
         line.zeroize();
         sent.map_err(|source| self.io_error(source))?;
 
-        let mut reply = read_line(&mut self.reader).map_err(|source| self.io_error(source))?;
-        let parsed = protocol::parse_reply::<T>(&reply);
-        // the reply may carry a token or a client secret
-        reply.zeroize();
+        let parsed = match self.lines.read_line() {
+            Ok(Some(reply)) => protocol::parse_reply::<T>(reply),
+            Ok(None) => return Err(self.io_error(frame_error(FrameError::Truncated))),
+            Err(e) => return Err(self.io_error(frame_error(e))),
+        };
         match parsed {
             Ok(v) => Ok(v),
             Err(Some(e)) => Err(ClientError::Daemon(e)),
@@ -301,65 +306,21 @@ impl Client {
     }
 }
 
-#[cfg(unix)]
-type Stream = std::os::unix::net::UnixStream;
-
-/// Opens the raw connection; the one place that knows the transport.
-#[cfg(unix)]
-fn connect_stream(socket: &Path) -> std::io::Result<Stream> {
-    Stream::connect(socket)
-}
-
-#[cfg(not(unix))]
-type Stream = std::fs::File;
-
-#[cfg(not(unix))]
-fn connect_stream(socket: &Path) -> std::io::Result<Stream> {
-    // a named pipe opens like a file
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(socket)
-}
-
-#[cfg(not(unix))]
-trait Timeouts {
-    fn set_read_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
-        Ok(())
+/// Framing trouble as an I/O error whose message speaks of the daemon's reply.
+fn frame_error(e: FrameError) -> std::io::Error {
+    use std::io::{Error, ErrorKind};
+    match e {
+        FrameError::Io(e) => e,
+        FrameError::TooLong(cap) => Error::new(
+            ErrorKind::InvalidData,
+            format!("the daemon's reply is longer than {cap} bytes"),
+        ),
+        FrameError::Truncated => Error::new(
+            ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without a complete reply",
+        ),
+        other => Error::other(other.to_string()),
     }
-    fn set_write_timeout(&self, _: Option<Duration>) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[cfg(not(unix))]
-impl Timeouts for std::fs::File {}
-
-/// Reads one reply line (without its `\n`), refusing lines over [`MAX_LINE`].
-fn read_line(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
-    let mut line = Vec::new();
-    let mut limited = std::io::Read::take(&mut *reader, MAX_LINE as u64);
-    let n = limited.read_until(b'\n', &mut line)?;
-    if n == 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            "the daemon closed the connection without answering",
-        ));
-    }
-    if line.last() != Some(&b'\n') {
-        let too_long = line.len() >= MAX_LINE;
-        line.zeroize();
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            if too_long {
-                "the daemon's reply is longer than 64 KiB"
-            } else {
-                "the daemon closed the connection in the middle of a reply"
-            },
-        ));
-    }
-    line.pop();
-    Ok(line)
 }
 
 /// True when the error means no daemon is there (as opposed to, say, a permission problem).
@@ -472,27 +433,6 @@ fn start_daemon(socket: &Path, autostart: &Autostart) -> Result<Client, ClientEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn read_line_strips_newline_and_keeps_following_lines() {
-        let mut r = std::io::Cursor::new(b"{\"ok\":true}\n{\"ok\":false}\n".to_vec());
-        assert_eq!(read_line(&mut r).unwrap(), b"{\"ok\":true}");
-        assert_eq!(read_line(&mut r).unwrap(), b"{\"ok\":false}");
-        assert_eq!(
-            read_line(&mut r).unwrap_err().kind(),
-            std::io::ErrorKind::UnexpectedEof
-        );
-    }
-
-    #[test]
-    fn read_line_refuses_overlong_and_truncated_replies() {
-        let mut long = vec![b'x'; MAX_LINE + 10];
-        long.push(b'\n');
-        let err = read_line(&mut std::io::Cursor::new(long)).unwrap_err();
-        assert!(err.to_string().contains("64 KiB"), "{err}");
-        let err = read_line(&mut std::io::Cursor::new(b"{\"ok\":".to_vec())).unwrap_err();
-        assert!(err.to_string().contains("middle"), "{err}");
-    }
 
     #[test]
     fn exit_codes_follow_the_daemon_error_code() {
