@@ -1,3 +1,472 @@
-//! A small synchronous client of the daemon's socket, for ce-auth and other Rust programs.
+//! A small synchronous client of the daemon's socket, for `ce-auth` and other Rust programs.
 //!
-//! STUB: to be filled in.
+//! No async runtime: one blocking connection, a `hello` handshake, then typed
+//! request/reply pairs. [`Client::connect_or_start`] starts `ce-authd --daemon`
+//! when nothing answers on the socket.
+
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use zeroize::Zeroize;
+
+use interprocess::local_socket::traits::Stream as _;
+
+use crate::config::ProfileSpec;
+use crate::ipc::ClientStream;
+use crate::protocol::{
+    self, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION, ProfileReply, ReloadReply,
+    Request, StatusReply, TokenReply, WhoamiReply, WireError, exit,
+};
+use crate::secret::Secret;
+use crate::wire::{FrameError, SyncLines};
+
+/// How long a request may wait for its reply. Generous: a token request may
+/// wait for the issuer (and its retries) before the daemon answers.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long autostart waits for a freshly started daemon to answer.
+const AUTOSTART_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The environment variable that turns autostart off (`1`, `true`, `yes`).
+pub const NO_AUTOSTART_ENV: &str = "CE_AUTH_NO_AUTOSTART";
+
+/// Why a request could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers on the socket.
+    #[error(
+        "no ce-authd answers on {} ({error}); start one with \
+         `eval \"$(ce-authd --daemon --socket {})\"`, or let ce-auth start it \
+         (no --no-autostart, {NO_AUTOSTART_ENV} unset)",
+        socket.display(),
+        socket.display()
+    )]
+    NotRunning {
+        socket: PathBuf,
+        error: std::io::Error,
+    },
+    /// Starting the daemon failed.
+    #[error("could not start ce-authd for {}: {message}", socket.display())]
+    Autostart { socket: PathBuf, message: String },
+    /// The daemon answered with an error.
+    #[error("{0}")]
+    Daemon(WireError),
+    /// The connection failed mid-request (closed, timed out).
+    #[error("talking to ce-authd on {}", socket.display())]
+    Io {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon's reply was not a valid reply line.
+    #[error("ce-authd sent an invalid reply: {0}")]
+    Protocol(String),
+    /// The daemon speaks another protocol version.
+    #[error(
+        "ce-authd speaks protocol version {daemon}, this ce-auth speaks {PROTOCOL_VERSION}; \
+         restart the daemon (`ce-auth stop`) so both come from the same release"
+    )]
+    Version { daemon: u32 },
+}
+
+impl ClientError {
+    /// The `ce-auth` exit status for this error (see [`crate::protocol::exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ClientError::NotRunning { .. } | ClientError::Autostart { .. } => exit::NOT_RUNNING,
+            ClientError::Daemon(e) => e.code.exit_code(),
+            ClientError::Io { .. } | ClientError::Protocol(_) | ClientError::Version { .. } => {
+                exit::FAILURE
+            }
+        }
+    }
+
+    /// The daemon's error code, when the daemon answered with one.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Daemon(e) => Some(e.code),
+            _ => None,
+        }
+    }
+}
+
+/// How to start a daemon when none answers.
+#[derive(Debug, Clone, Default)]
+pub struct Autostart {
+    /// The `ce-authd` program; [`find_daemon`] when `None`.
+    pub program: Option<PathBuf>,
+    /// A config file to pass with `--config` (else the daemon's own default applies).
+    pub config: Option<PathBuf>,
+}
+
+/// Whether the environment turns autostart off (`CE_AUTH_NO_AUTOSTART=1`).
+pub fn autostart_disabled_by_env() -> bool {
+    std::env::var_os(NO_AUTOSTART_ENV).is_some_and(|v| {
+        let v = v.to_string_lossy().to_ascii_lowercase();
+        !(v.is_empty() || v == "0" || v == "false" || v == "no")
+    })
+}
+
+/// A connection to the daemon, past the `hello` handshake.
+pub struct Client {
+    lines: SyncLines<BufReader<ClientStream>>,
+    socket: PathBuf,
+    daemon: HelloReply,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("daemon", &self.daemon)
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects to the daemon on `socket` and checks its protocol version.
+    pub fn connect(socket: &Path) -> Result<Client, ClientError> {
+        Client::connect_with_timeout(socket, DEFAULT_TIMEOUT)
+    }
+
+    /// Like [`Client::connect`], with a bound on each reply.
+    pub fn connect_with_timeout(socket: &Path, timeout: Duration) -> Result<Client, ClientError> {
+        let stream = crate::ipc::connect(socket).map_err(|error| ClientError::NotRunning {
+            socket: socket.to_path_buf(),
+            error,
+        })?;
+        let io_err = |source| ClientError::Io {
+            socket: socket.to_path_buf(),
+            source,
+        };
+        stream.set_recv_timeout(Some(timeout)).map_err(io_err)?;
+        stream.set_send_timeout(Some(timeout)).map_err(io_err)?;
+        let mut client = Client {
+            lines: SyncLines::new(BufReader::new(stream)),
+            socket: socket.to_path_buf(),
+            daemon: HelloReply {
+                version: 0,
+                daemon: String::new(),
+                pid: 0,
+            },
+        };
+        let hello = Request::Hello {
+            version: PROTOCOL_VERSION,
+            client: Some(format!("ce-auth {}", env!("CARGO_PKG_VERSION"))),
+        };
+        let reply: HelloReply = match client.request(&hello) {
+            Err(ClientError::Daemon(e)) if e.code == ErrorCode::UnsupportedVersion => {
+                return Err(ClientError::Version { daemon: 0 });
+            }
+            other => other?,
+        };
+        if reply.version != PROTOCOL_VERSION {
+            return Err(ClientError::Version {
+                daemon: reply.version,
+            });
+        }
+        client.daemon = reply;
+        Ok(client)
+    }
+
+    /// Connects, or when nothing answers starts `ce-authd --daemon --socket <socket>`,
+    /// waits for it (bounded) and connects again.
+    pub fn connect_or_start(socket: &Path, autostart: &Autostart) -> Result<Client, ClientError> {
+        match Client::connect(socket) {
+            Err(ClientError::NotRunning { error, .. }) if is_absent(&error) => {
+                start_daemon(socket, autostart)
+            }
+            other => other,
+        }
+    }
+
+    /// The socket this client is connected to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The daemon's answer to `hello`.
+    pub fn daemon(&self) -> &HelloReply {
+        &self.daemon
+    }
+
+    /// Sends one request and reads its reply as `T`.
+    pub fn request<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ClientError> {
+        let mut line = serde_json::to_vec(request)
+            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
+        line.push(b'\n');
+        let sent = self.lines.get_mut().get_mut().write_all(&line);
+        // the request may carry a secret (add, login)
+        line.zeroize();
+        sent.map_err(|source| self.io_error(source))?;
+
+        let parsed = match self.lines.read_line() {
+            Ok(Some(reply)) => protocol::parse_reply::<T>(reply),
+            Ok(None) => return Err(self.io_error(frame_error(FrameError::Truncated))),
+            Err(e) => return Err(self.io_error(frame_error(e))),
+        };
+        match parsed {
+            Ok(v) => Ok(v),
+            Err(Some(e)) => Err(ClientError::Daemon(e)),
+            Err(None) => Err(ClientError::Protocol(format!(
+                "the reply to `{}` is not valid JSON of the expected shape",
+                request.op()
+            ))),
+        }
+    }
+
+    fn io_error(&self, source: std::io::Error) -> ClientError {
+        ClientError::Io {
+            socket: self.socket.clone(),
+            source,
+        }
+    }
+
+    /// A token for `profile` (the default when `None`) with at least `min_ttl` seconds left.
+    pub fn token(
+        &mut self,
+        profile: Option<&str>,
+        min_ttl: Option<u64>,
+    ) -> Result<TokenReply, ClientError> {
+        self.request(&Request::Token {
+            profile: profile.map(str::to_string),
+            min_ttl,
+        })
+    }
+
+    /// Daemon and profile state.
+    pub fn status(&mut self, profile: Option<&str>) -> Result<StatusReply, ClientError> {
+        self.request(&Request::Status {
+            profile: profile.map(str::to_string),
+        })
+    }
+
+    /// Loads a profile and its secret into the daemon (memory only).
+    pub fn add(
+        &mut self,
+        profile: &str,
+        settings: ProfileSpec,
+        secret: Option<Secret>,
+        replace: bool,
+    ) -> Result<ProfileReply, ClientError> {
+        self.request(&Request::Add {
+            profile: profile.to_string(),
+            settings: Box::new(settings),
+            secret,
+            replace,
+        })
+    }
+
+    /// Forgets a profile.
+    pub fn remove(&mut self, profile: &str) -> Result<ProfileReply, ClientError> {
+        self.request(&Request::Remove {
+            profile: profile.to_string(),
+        })
+    }
+
+    /// Obtains a new token now.
+    pub fn refresh(&mut self, profile: Option<&str>) -> Result<TokenReply, ClientError> {
+        self.request(&Request::Refresh {
+            profile: profile.map(str::to_string),
+        })
+    }
+
+    /// Makes the daemon re-read its configuration file.
+    pub fn reload(&mut self) -> Result<ReloadReply, ClientError> {
+        self.request(&Request::Reload {})
+    }
+
+    /// The issuer's `users/me` for a profile's token.
+    pub fn whoami(&mut self, profile: Option<&str>) -> Result<WhoamiReply, ClientError> {
+        self.request(&Request::Whoami {
+            profile: profile.map(str::to_string),
+        })
+    }
+
+    /// Password grant plus API client creation, done by the daemon.
+    pub fn login(
+        &mut self,
+        token_url: Option<&str>,
+        email: &str,
+        password: Secret,
+    ) -> Result<LoginReply, ClientError> {
+        self.request(&Request::Login {
+            token_url: token_url.map(str::to_string),
+            email: email.to_string(),
+            password,
+        })
+    }
+
+    /// Stops the daemon.
+    pub fn shutdown(&mut self) -> Result<(), ClientError> {
+        self.request::<Empty>(&Request::Shutdown {}).map(|_| ())
+    }
+}
+
+/// Framing trouble as an I/O error whose message speaks of the daemon's reply.
+fn frame_error(e: FrameError) -> std::io::Error {
+    use std::io::{Error, ErrorKind};
+    match e {
+        FrameError::Io(e) => e,
+        FrameError::TooLong(cap) => Error::new(
+            ErrorKind::InvalidData,
+            format!("the daemon's reply is longer than {cap} bytes"),
+        ),
+        FrameError::Truncated => Error::new(
+            ErrorKind::UnexpectedEof,
+            "the daemon closed the connection without a complete reply",
+        ),
+        other => Error::other(other.to_string()),
+    }
+}
+
+/// True when the error means no daemon is there (as opposed to, say, a permission problem).
+fn is_absent(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// The `ce-authd` beside this executable, else the one on `PATH`.
+pub fn find_daemon() -> Option<PathBuf> {
+    let name = format!("ce-authd{}", std::env::consts::EXE_SUFFIX);
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        let beside = dir.join(&name);
+        if beside.is_file() {
+            return Some(beside);
+        }
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(&name))
+        .find(|p| p.is_file())
+}
+
+fn start_daemon(socket: &Path, autostart: &Autostart) -> Result<Client, ClientError> {
+    let fail = |message: String| ClientError::Autostart {
+        socket: socket.to_path_buf(),
+        message,
+    };
+    let program = autostart.program.clone().or_else(find_daemon).ok_or_else(|| {
+        fail("ce-authd was found neither beside ce-auth nor on PATH; install it or start it yourself".into())
+    })?;
+    let mut cmd = Command::new(&program);
+    cmd.arg("--daemon").arg("--socket").arg(socket);
+    if let Some(config) = &autostart.config {
+        cmd.arg("--config").arg(config);
+    }
+    // stdout carries the daemon's `CE_AUTH_SOCK=...` line, which is not ours to print
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
+
+    // the detached daemon may keep the pipe open, so read it on the side and
+    // only wait for it (briefly) when reporting a failure
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+            let _ = tx.send(s);
+        });
+    }
+
+    let started = Instant::now();
+    let mut exited: Option<(Instant, std::process::ExitStatus)> = None;
+    let last_error = loop {
+        let error = match Client::connect(socket) {
+            Ok(client) => return Ok(client),
+            Err(ClientError::NotRunning { error, .. }) => error,
+            Err(other) => return Err(other),
+        };
+        if exited.is_none()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            exited = Some((Instant::now(), status));
+        }
+        // `--daemon` returns only once the socket is ready (or another
+        // daemon won a start race), so a short grace after it exits suffices
+        let give_up = match exited {
+            Some((at, _)) => at.elapsed() > Duration::from_secs(2),
+            None => started.elapsed() > AUTOSTART_DEADLINE,
+        };
+        if give_up {
+            break error;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = rx
+        .recv_timeout(Duration::from_millis(500))
+        .unwrap_or_default();
+    let mut message = match exited {
+        Some((_, status)) if !status.success() => {
+            format!("{} --daemon failed ({status})", program.display())
+        }
+        Some(_) => format!(
+            "{} --daemon exited but nothing answers on the socket",
+            program.display()
+        ),
+        None => format!(
+            "{} did not become ready within {} s",
+            program.display(),
+            AUTOSTART_DEADLINE.as_secs()
+        ),
+    };
+    message.push_str(&format!(" (last connect error: {last_error})"));
+    let stderr = stderr.trim();
+    if !stderr.is_empty() {
+        message.push_str(":\n");
+        message.push_str(stderr);
+    }
+    Err(fail(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_daemon_error_code() {
+        let e = |code| ClientError::Daemon(WireError::new(code, "x"));
+        assert_eq!(
+            e(ErrorCode::UnknownProfile).exit_code(),
+            exit::UNKNOWN_PROFILE
+        );
+        assert_eq!(
+            e(ErrorCode::CredentialsRejected).exit_code(),
+            exit::CREDENTIALS_REJECTED
+        );
+        assert_eq!(
+            e(ErrorCode::IssuerUnavailable).exit_code(),
+            exit::ISSUER_UNAVAILABLE
+        );
+        assert_eq!(e(ErrorCode::ConfigError).exit_code(), exit::CONFIG);
+        assert_eq!(e(ErrorCode::Internal).exit_code(), exit::FAILURE);
+        let not_running = ClientError::NotRunning {
+            socket: "/nowhere".into(),
+            error: std::io::ErrorKind::NotFound.into(),
+        };
+        assert_eq!(not_running.exit_code(), exit::NOT_RUNNING);
+        let msg = not_running.to_string();
+        assert!(
+            msg.contains("/nowhere") && msg.contains("ce-authd --daemon"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn connecting_to_a_missing_socket_is_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Client::connect(&dir.path().join("none.sock")).unwrap_err();
+        assert_eq!(err.exit_code(), exit::NOT_RUNNING);
+    }
+}

@@ -20,6 +20,9 @@
 //! - [`server`]: the daemon's accept loop and connections.
 //! - [`systemd`]: readiness, watchdog, socket activation.
 //! - [`issuer`]: the emulated Climate Engine authorization server (`ce-authd --dev`, tests).
+//! - [`cli`]: the `ce-auth` command line (synchronous).
+//! - [`gitcred`]: git's credential-helper protocol.
+//! - [`clientcfg`]: the client's reads and edits of the config file.
 
 pub mod client;
 pub mod config;
@@ -36,3 +39,8 @@ pub mod secret;
 pub mod server;
 pub mod systemd;
 pub mod wire;
+
+// client
+pub mod cli;
+pub mod clientcfg;
+pub mod gitcred;

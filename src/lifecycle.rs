@@ -15,7 +15,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +68,8 @@ pub struct Options {
     pub mode: Mode,
     /// `--dev`: run the emulated issuer in-process with a `dev` profile.
     pub dev: bool,
-    /// `--pidfile`; `None` puts it beside the socket.
+    /// `--pidfile`; `None` puts it beside the socket (and writes none when
+    /// systemd passed the socket).
     pub pidfile: Option<PathBuf>,
 }
 
@@ -347,7 +348,7 @@ struct Daemon {
     socket: PathBuf,
     /// Whether we bound the socket (and so remove it on exit) or systemd passed it.
     owns_socket: bool,
-    pidfile: PathBuf,
+    pidfile: Option<PathBuf>,
     issuer: Option<Issuer>,
     notes: String,
     signals: Signals,
@@ -392,18 +393,23 @@ impl Daemon {
             Err(e) => return Err(LifecycleError::Activation(e)),
         };
 
-        let pidfile = opts
-            .pidfile
-            .clone()
-            .unwrap_or_else(|| paths::pidfile_path(&socket));
-        if let Err(source) = write_pidfile(&pidfile) {
+        // under socket activation systemd tracks the main pid and the socket
+        // path may not be ours to guess, so only an explicit --pidfile is written
+        let pidfile = match (&opts.pidfile, owns_socket) {
+            (Some(p), _) => Some(p.clone()),
+            (None, true) => Some(paths::pidfile_path(&socket)),
+            (None, false) => None,
+        };
+        if let Some(path) = &pidfile
+            && let Err(source) = write_pidfile(path)
+        {
             if owns_socket {
                 // nobody else may use a socket we bound, so leave nothing behind
                 close(listener);
                 let _ = std::fs::remove_file(&socket);
             }
             return Err(LifecycleError::Pidfile {
-                path: pidfile,
+                path: path.clone(),
                 source,
             });
         }
@@ -417,13 +423,7 @@ impl Daemon {
             socket.display(),
             std::process::id()
         );
-        let shared = Arc::new(Shared {
-            engine,
-            config_path,
-            settings,
-            started: Instant::now(),
-            shutdown: tokio::sync::Notify::new(),
-        });
+        let shared = Arc::new(Shared::new(engine, config_path, settings));
         Ok(Daemon {
             listener,
             shared,
@@ -458,7 +458,8 @@ impl Daemon {
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading the configuration");
-                    reload(&shared);
+                    // failures are logged by reload itself; nobody waits on a reply here
+                    let _ = crate::handler::reload(&shared);
                 }
             })
         };
@@ -515,7 +516,9 @@ impl Daemon {
                 Err(e) => tracing::warn!("could not remove {}: {e}", socket.display()),
             }
         }
-        remove_pidfile(&pidfile);
+        if let Some(p) = &pidfile {
+            remove_pidfile(p);
+        }
         tracing::info!("stopped");
         served.map_err(|e| LifecycleError::io("the socket server failed", e))
     }
@@ -543,29 +546,6 @@ impl Signals {
             hup: reg(SignalKind::hangup(), "SIGHUP")?,
         })
     }
-}
-
-/// Re-reads the configuration as the `reload` op does; a broken file keeps the old one.
-fn reload(shared: &Shared) {
-    let Some(path) = &shared.config_path else {
-        tracing::info!("no configuration file to reload");
-        return;
-    };
-    systemd::notify_reloading();
-    match Config::load(path) {
-        Ok(config) => {
-            let r = shared.engine.reload(config);
-            tracing::info!(
-                "reloaded {}: added {:?}, removed {:?}, changed {:?}",
-                path.display(),
-                r.added,
-                r.removed,
-                r.changed
-            );
-        }
-        Err(e) => tracing::error!("reload failed, keeping the previous configuration: {e}"),
-    }
-    systemd::notify_ready();
 }
 
 /// Loads the configuration. An explicitly named file (`--config`,
@@ -621,9 +601,9 @@ pub const DEV_PROFILE: &str = "dev";
 pub const DEV_USER: &str = "dev@example.com";
 
 async fn start_dev_issuer() -> Result<(Issuer, Profile), LifecycleError> {
-    let client_id = uuid::Uuid::new_v4().to_string();
-    let client_secret = Secret::new(random_secret());
-    let password = Secret::new(random_secret());
+    let client_id = crate::issuer::generate_client_id();
+    let client_secret = Secret::new(crate::issuer::generate_client_secret());
+    let password = Secret::new(crate::issuer::generate_client_secret());
     let issuer = Issuer::builder()
         .user(DEV_USER, password.expose())
         .client(&client_id, client_secret.expose())
@@ -641,13 +621,6 @@ async fn start_dev_issuer() -> Result<(Issuer, Profile), LifecycleError> {
         .map_err(LifecycleError::Config)?;
     tracing::info!("emulated issuer for --dev at {}", issuer.base_url());
     Ok((issuer, profile))
-}
-
-/// 32 random bytes, URL-safe base64 (43 characters).
-fn random_secret() -> String {
-    use base64::Engine as _;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 fn dev_notes(socket: &Path, issuer: &Issuer) -> String {

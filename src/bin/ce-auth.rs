@@ -1,5 +1,6 @@
-//! `ce-auth`: the companion client of ce-authd.
-//!
-//! STUB: the client work fills this in.
+//! `ce-auth`: the companion client of ce-authd. Synchronous, no async runtime;
+//! everything lives in [`ce_auth::cli`].
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    ce_auth::cli::main()
+}

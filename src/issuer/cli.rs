@@ -1,7 +1,7 @@
 //! `ce-authd issuer`: runs the emulated issuer alone, announces where it
 //! listens on stdout, logs requests to stderr and stops on SIGINT/SIGTERM.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -82,6 +82,7 @@ fn init_logging() {
     // a subscriber set up by the caller wins
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(filter)
         .try_init();
 }

@@ -66,6 +66,16 @@ pub(crate) enum Presented {
     },
 }
 
+impl Presented {
+    /// The method these credentials use.
+    pub fn method(&self) -> Method {
+        match self {
+            Presented::Secret { method, .. } => *method,
+            Presented::Assertion { .. } => Method::Jwt,
+        }
+    }
+}
+
 /// A client that proved who it is.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Authenticated {
@@ -239,6 +249,9 @@ fn assertion_client(
         .and_then(|v| v.as_str())
         .ok_or_else(|| m.refuse("client_assertion has no iss claim (it must be the client_id)"))?
         .to_owned();
+    if unverified.claims.get("sub").and_then(|v| v.as_str()) != Some(&client_id) {
+        return Err(m.refuse("client_assertion's iss and sub must both be the client_id"));
+    }
     if form_client_id.is_some_and(|id| id != client_id) {
         return Err(m.refuse("client_id differs from the assertion's iss"));
     }

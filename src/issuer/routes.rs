@@ -30,6 +30,8 @@ const MAX_BODY: usize = 64 * 1024;
 struct TokenLog {
     grant: String,
     client_id: Option<String>,
+    /// Client authentication method, once known.
+    method: Option<&'static str>,
     fault: Option<&'static str>,
 }
 
@@ -68,6 +70,7 @@ async fn log_request(request: Request, next: Next) -> Response {
             status,
             grant = %t.grant,
             client_id = t.client_id.as_deref().unwrap_or("-"),
+            method = t.method.unwrap_or("-"),
             fault = t.fault.unwrap_or("-"),
             "request"
         ),
@@ -118,6 +121,7 @@ async fn token_endpoint(
     let mut log = TokenLog {
         grant,
         client_id: None,
+        method: None,
         fault: fault.as_ref().map(fault_name),
     };
     match &fault {
@@ -227,10 +231,12 @@ async fn grant_token(
             let password = form.require("password")?;
             let user = lock(&s.store).check_password(username, password);
             let user = user.ok_or_else(|| OAuthError::invalid_grant("wrong e-mail or password"))?;
+            log.method = Some("none");
             (user, "none")
         }
         "client_credentials" => {
             let presented = client_auth::presented(headers, &form)?;
+            log.method = Some(presented.method().name());
             if let client_auth::Presented::Secret { client_id, .. } = &presented {
                 log.client_id = Some(client_id.clone());
             }
@@ -265,14 +271,13 @@ async fn grant_token(
 /// The token endpoint URLs an assertion may name as `aud`: the issuer's own,
 /// and the one the client reached it by (e.g. `localhost` instead of `127.0.0.1`).
 fn audiences(s: &Shared, headers: &HeaderMap) -> Vec<String> {
-    let mut audiences = vec![s.token_url()];
-    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        let by_host = format!("http://{host}{TOKEN_PATH}");
-        if by_host != audiences[0] {
-            audiences.push(by_host);
-        }
-    }
-    audiences
+    let own = s.token_url();
+    let by_host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|host| format!("http://{host}{TOKEN_PATH}"))
+        .filter(|url| *url != own);
+    std::iter::once(own).chain(by_host).collect()
 }
 
 /// Sends a token answer, altered by a body fault if one applies.
