@@ -349,7 +349,6 @@ fn daemon_mode_prints_the_eval_line_only_once_ready() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn daemon_mode_reports_a_broken_config_and_exits_7() {
     let env = Env::new();
     env.write_config("[profiles.broken]\ngrant = \"pasword\"\n");
