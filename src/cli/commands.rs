@@ -278,6 +278,7 @@ fn cmd_add(ctx: &Ctx, a: AddArgs) -> anyhow::Result<i32> {
     let password_grant = a.grant.as_deref() == Some("password");
     let prompt = match (&a.username, password_grant) {
         (Some(user), true) => format!("Password for {user}: "),
+        (None, true) => format!("Password for profile {}: ", a.profile),
         _ => format!("Client secret for profile {}: ", a.profile),
     };
     let spec = ProfileSpec {
