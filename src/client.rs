@@ -157,12 +157,9 @@ impl Client {
             version: PROTOCOL_VERSION,
             client: Some(format!("ce-auth {}", env!("CARGO_PKG_VERSION"))),
         };
-        let reply: HelloReply = match client.request(&hello) {
-            Err(ClientError::Daemon(e)) if e.code == ErrorCode::UnsupportedVersion => {
-                return Err(ClientError::Version { daemon: 0 });
-            }
-            other => other?,
-        };
+        // a daemon that refuses our version says so with `unsupported_version`,
+        // whose message names its own version
+        let reply: HelloReply = client.request(&hello)?;
         if reply.version != PROTOCOL_VERSION {
             return Err(ClientError::Version {
                 daemon: reply.version,

@@ -322,4 +322,33 @@ mod tests {
         assert!(!req("protocol=ssh\nhost=example.com\n").transport_is_safe());
         assert!(!req("host=example.com\n").transport_is_safe());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_input_parses_or_errors_without_panicking(input in "(?s).{0,400}") {
+            if let Ok(r) = CredentialRequest::parse(&input) {
+                let _ = r.transport_is_safe();
+                let _ = match_profile(&r, &profiles());
+            }
+        }
+
+        #[test]
+        fn answers_parse_back_to_the_token(
+            token in "[A-Za-z0-9._~+/=-]{1,300}",
+            expires_at in 0i64..4_000_000_000,
+            authtype in proptest::bool::ANY,
+        ) {
+            let r = CredentialRequest {
+                capabilities: if authtype { vec!["authtype".into()] } else { vec![] },
+                ..CredentialRequest::default()
+            };
+            let out = format_answer(&r, "u", &token, expires_at).unwrap();
+            let key = if authtype { "credential" } else { "password" };
+            let got: Vec<&str> = out
+                .lines()
+                .filter_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+                .collect();
+            proptest::prop_assert_eq!(got, vec![token.as_str()]);
+        }
+    }
 }

@@ -94,10 +94,10 @@ pub(super) fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Token { token, json } => cmd_token(&ctx, &token, json),
         Command::Header { token } => {
             let t = get_token(&ctx, &token)?;
-            out(&format!(
+            out(&Zeroizing::new(format!(
                 "Authorization: Bearer {}\n",
                 t.access_token.expose()
-            ))
+            )))
         }
         Command::Exec { token, command } => cmd_exec(&ctx, &token, command),
         Command::Status { profile, json } => cmd_status(&ctx, profile.profile.as_deref(), json),
@@ -195,7 +195,7 @@ fn cmd_token(ctx: &Ctx, args: &TokenArgs, json: bool) -> anyhow::Result<i32> {
         s.push('\n');
         out(&s)
     } else {
-        out(&format!("{}\n", t.access_token.expose()))
+        out(&Zeroizing::new(format!("{}\n", t.access_token.expose())))
     }
 }
 
@@ -278,6 +278,7 @@ fn cmd_add(ctx: &Ctx, a: AddArgs) -> anyhow::Result<i32> {
     let password_grant = a.grant.as_deref() == Some("password");
     let prompt = match (&a.username, password_grant) {
         (Some(user), true) => format!("Password for {user}: "),
+        (None, true) => format!("Password for profile {}: ", a.profile),
         _ => format!("Client secret for profile {}: ", a.profile),
     };
     let spec = ProfileSpec {
