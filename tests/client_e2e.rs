@@ -18,7 +18,6 @@ fn now() -> i64 {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn token_json_and_header_agree() {
     let w = World::started();
     let token = w.token();
@@ -43,7 +42,6 @@ fn token_json_and_header_agree() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn exec_passes_the_token_and_the_exit_status_through() {
     let w = World::started();
     let token = w.token();
@@ -77,7 +75,6 @@ fn exec_passes_the_token_and_the_exit_status_through() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn status_shows_a_table_and_json() {
     let w = World::started();
     w.token();
@@ -100,7 +97,6 @@ fn status_shows_a_table_and_json() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn add_from_stdin_then_token_then_remove() {
     let w = World::started();
     let token_url = w.issuer.token_url();
@@ -161,7 +157,6 @@ fn add_from_stdin_then_token_then_remove() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn refresh_gets_a_new_token_and_reload_picks_up_the_file() {
     let w = World::started();
     let first = w.token();
@@ -184,7 +179,6 @@ fn refresh_gets_a_new_token_and_reload_picks_up_the_file() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn whoami_shows_the_user() {
     let mut w = World::new();
     // a password-grant profile so users/me names our user
@@ -207,7 +201,6 @@ fn whoami_shows_the_user() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn login_saves_a_working_profile_and_keeps_the_users_comment() {
     let w = World::started();
     let out = w.run(
@@ -259,7 +252,6 @@ fn login_saves_a_working_profile_and_keeps_the_users_comment() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn login_with_a_wrong_password_is_credentials_rejected() {
     let w = World::started();
     let out = w.run(
@@ -299,7 +291,6 @@ fn stop_stops_the_daemon() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn usage_unknown_profile_and_not_running_statuses() {
     let w = World::started();
 
@@ -324,7 +315,6 @@ fn usage_unknown_profile_and_not_running_statuses() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn issuer_unavailable_without_a_token_is_its_own_status() {
     let w = World::started();
     w.issuer.inject(
@@ -345,7 +335,6 @@ fn issuer_unavailable_without_a_token_is_its_own_status() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn a_revoked_client_is_credentials_rejected() {
     let w = World::started();
     w.token();
@@ -361,7 +350,6 @@ fn a_revoked_client_is_credentials_rejected() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn a_hundred_concurrent_clients_cause_one_token_request() {
     let w = World::started();
     let children: Vec<_> = (0..100)
@@ -390,7 +378,6 @@ fn a_hundred_concurrent_clients_cause_one_token_request() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn autostart_starts_the_daemon_when_none_answers() {
     let w = World::new();
     let out = run_with_stdin(

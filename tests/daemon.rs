@@ -262,7 +262,6 @@ fn exited(pid: i32) -> bool {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn foreground_serves_and_sigterm_removes_socket_and_pidfile() {
     let issuer = TestIssuer::start();
     let env = Env::new();
@@ -305,7 +304,6 @@ fn sigint_stops_the_daemon_cleanly_too() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn daemon_mode_prints_the_eval_line_only_once_ready() {
     let issuer = TestIssuer::start();
     let env = Env::new();
@@ -457,7 +455,6 @@ impl NotifySocket {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn sighup_reloads_keeps_unchanged_tokens_and_survives_a_broken_config() {
     let issuer = TestIssuer::start();
     let env = Env::new();
@@ -529,7 +526,6 @@ fn stdout_lines(p: &mut Proc) -> std::sync::mpsc::Receiver<String> {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn dev_mode_serves_a_dev_token_without_any_config() {
     let env = Env::new();
     let mut cmd = env.command();
@@ -648,7 +644,6 @@ fn socket_activation_adopts_the_passed_socket() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn the_daemon_is_not_dumpable_and_keeps_secrets_out_of_proc() {
     let issuer = TestIssuer::start();
     let env = Env::new();

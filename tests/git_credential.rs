@@ -39,7 +39,6 @@ fn field<'a>(f: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn git_gets_username_and_token_as_password() {
     let w = World::started();
     let out = git_fill(&w, &format!("protocol=https\nhost={GIT_HOST}\n\n"));
@@ -56,7 +55,6 @@ fn git_gets_username_and_token_as_password() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn git_with_authtype_gets_a_bearer_credential() {
     let w = World::started();
     let out = git_fill(

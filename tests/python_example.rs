@@ -21,7 +21,6 @@ fn python(w: &World, args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn the_python_example_prints_the_same_token_as_ce_auth() {
     let w = World::started();
     let out = python(&w, &["-p", "dev", "--min-ttl", "30"]);
@@ -30,7 +29,6 @@ fn the_python_example_prints_the_same_token_as_ce_auth() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn the_python_example_exits_like_ce_auth() {
     let w = World::started();
     let out = python(&w, &["-p", "nope"]);
@@ -50,7 +48,6 @@ fn the_python_example_exits_like_ce_auth() {
 }
 
 #[test]
-#[ignore = "needs the token engine on main"]
 fn the_shell_example_gets_a_token_three_ways() {
     let w = World::started();
     // put the freshly built ce-auth first on PATH for the script

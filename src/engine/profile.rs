@@ -389,7 +389,9 @@ fn decide(entry: &Entry, st: &mut State, now: f64) -> Action {
         return Action::Sleep(None);
     }
     st.idle = false;
-    let due = st.token.is_some() && st.next_refresh.is_some_and(|t| now >= t);
+    // no token (never fetched, or dropped once expired during an outage) is
+    // always due: otherwise the retry after an outage would never come
+    let due = st.token.is_none() || st.next_refresh.is_some_and(|t| now >= t);
     if !st.demand && !due {
         return Action::Sleep(st.next_refresh);
     }
