@@ -33,6 +33,7 @@ pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>) {
     match parse_request(line) {
         Ok(req) => handle(shared, req, out).await,
         Err(e) => {
+            // names the client chose are quoted with control characters escaped (json_error)
             tracing::debug!(error = %e.message, "bad request");
             write_err(out, &e);
         }
@@ -130,6 +131,7 @@ pub fn status(shared: &Shared, profile: Option<&str>) -> Result<StatusReply, Wir
         pid: std::process::id(),
         uptime: shared.started.elapsed().as_secs(),
         memory_locked: crate::secret::memory_locked(),
+        dumpable: crate::hardening::is_dumpable(),
         default_profile: shared.engine.default_profile(),
         profiles,
     })
@@ -261,11 +263,12 @@ pub fn write_err(out: &mut Vec<u8>, error: &WireError) {
     out.extend_from_slice(&crate::protocol::err_line(error));
 }
 
-/// The `token` request in its common shape, parsed without building a [`Request`].
+/// The `token` request in its common shape, parsed without building a [`Request`]:
+/// `Some((profile, min_ttl))`, or `None` to use [`parse_request`] instead.
 ///
 /// Anything unusual (escapes, other ops, errors) returns `None` and takes the
 /// full path, so the two parsers cannot disagree on what they both accept.
-fn fast_token(line: &[u8]) -> Option<(Option<&str>, Option<u64>)> {
+pub fn fast_token(line: &[u8]) -> Option<(Option<&str>, Option<u64>)> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Fast<'a> {
@@ -275,6 +278,10 @@ fn fast_token(line: &[u8]) -> Option<(Option<&str>, Option<u64>)> {
         profile: Option<&'a str>,
         #[serde(default)]
         min_ttl: Option<u64>,
+    }
+    // serde reads a struct from a JSON array too (`["token"]`); the protocol is objects only
+    if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
     }
     // from_slice validates UTF-8 inside the borrowed strings it returns
     let f: Fast<'_> = serde_json::from_slice(line).ok()?;
@@ -313,7 +320,21 @@ fn json_error(e: &serde_json::Error) -> String {
         Category::Data => "; see docs/PROTOCOL.md for the ops and their fields",
         Category::Io => "",
     };
-    format!("bad request: {what}{place}{hint}")
+    escape_controls(&format!("bad request: {what}{place}{hint}"))
+}
+
+/// `s` with control characters (newlines, escape sequences) written as escapes,
+/// so a name the client chose cannot forge log lines or terminal output.
+fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -343,6 +364,9 @@ mod tests {
             br#"{"op":"token","extra":1}"#,
             br#"{"op":"status"}"#,
             br#"{"op":"token","min_ttl":-1}"#,
+            br#"["token"]"#,
+            br#"["token","dev",5]"#,
+            br#" ["token"]"#,
         ];
         for line in cases {
             let full = parse_request(line);
@@ -356,6 +380,32 @@ mod tests {
                     other => panic!("fast path accepted what the full parser gave {other:?}"),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn arrays_never_take_the_fast_path() {
+        assert_eq!(fast_token(br#"{"op":"token"}"#), Some((None, None)));
+        assert_eq!(fast_token(br#" {"op":"token"}"#), Some((None, None)));
+        for line in [
+            &br#"["token"]"#[..],
+            br#"["token","dev",5]"#,
+            b"\t[\"token\"]",
+        ] {
+            assert_eq!(fast_token(line), None, "{}", String::from_utf8_lossy(line));
+            assert!(parse_request(line).is_err());
+        }
+    }
+
+    #[test]
+    fn op_and_field_names_cannot_forge_lines() {
+        for line in [
+            &b"{\"op\":\"x\\nINFO forged\\u001b[31m\"}"[..],
+            b"{\"op\":\"token\",\"a\\r\\nb\":1}",
+        ] {
+            let e = parse_request(line).unwrap_err();
+            assert!(!e.message.chars().any(char::is_control), "{:?}", e.message);
+            assert!(e.message.contains("\\n"), "{:?}", e.message);
         }
     }
 

@@ -256,6 +256,10 @@ pub struct StatusReply {
     pub uptime: u64,
     /// Whether secret memory is locked against swap.
     pub memory_locked: bool,
+    /// Whether the daemon is dumpable (its memory readable by other processes
+    /// of the user, core files possible); `None` where the OS has no such notion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumpable: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_profile: Option<String>,
     pub profiles: Vec<ProfileStatus>,

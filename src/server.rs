@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use zeroize::Zeroize;
 
 use crate::config::DaemonSettings;
 use crate::engine::Engine;
@@ -32,6 +33,10 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests may run on after shutdown.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// File descriptors kept free of client connections (for the listener, the
+/// log, token requests to the issuer, and for accepting a connection only to
+/// answer it `busy`).
+pub const FD_RESERVE: u64 = 64;
 
 /// Replies buffered for a client that pipelines requests without reading
 /// are written out at this size, so such a client cannot pin memory.
@@ -99,11 +104,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let mut listener = listener;
-    let max = shared
-        .settings
-        .max_connections
-        .unwrap_or(DEFAULT_MAX_CONNECTIONS)
-        .max(1);
+    let max = connection_cap(
+        shared
+            .settings
+            .max_connections
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS),
+    );
     let permits = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -171,6 +177,40 @@ pub async fn run(
     }
     tracing::debug!("server stopped");
     Ok(())
+}
+
+/// The connection cap actually used: `wanted`, but never more than the open
+/// file limit allows, so a flood of clients is answered `busy` instead of
+/// making `accept` fail for everyone (and the issuer unreachable).
+pub fn connection_cap(wanted: usize) -> usize {
+    let wanted = wanted.max(1);
+    let Some(budget) = fd_budget() else {
+        return wanted;
+    };
+    if (wanted as u64) <= budget {
+        return wanted;
+    }
+    let capped = budget.max(1) as usize;
+    tracing::warn!(
+        max_connections = wanted,
+        using = capped,
+        "the open file limit allows only {capped} connections; raise it \
+         (ulimit -n, LimitNOFILE=) to serve more at once"
+    );
+    capped
+}
+
+/// Descriptors available to client connections under the soft open file limit.
+fn fd_budget() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
+        Some(soft.saturating_sub(FD_RESERVE))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Serves one connection until it closes, misbehaves or the server stops.
@@ -269,7 +309,8 @@ async fn flush(stream: &Stream, out: &mut Vec<u8>, timeout: Duration) -> bool {
         tokio::time::timeout(timeout, w.write_all(out)).await,
         Ok(Ok(()))
     );
-    out.clear();
+    // replies carry tokens; zero them rather than leave them in spare capacity
+    out.zeroize();
     ok
 }
 

@@ -5,12 +5,16 @@
 //! [`AsyncLines`] from a tokio `AsyncBufRead`. Neither ever holds more than
 //! `MAX_LINE - 1` bytes of an unfinished line: an over-long line is rejected as
 //! soon as it is known to be too long, not when its end arrives.
+//!
+//! Lines carry secrets (a `token` reply, an `add` or `login` request), so the
+//! core zeroes its buffer before reusing it, before growing it and on drop.
 
 use std::io::BufRead;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::time::Instant;
+use zeroize::Zeroize;
 
 pub use crate::protocol::MAX_LINE;
 
@@ -74,7 +78,8 @@ impl LineBuf {
     /// the returned step says.
     pub fn step(&mut self, avail: &[u8]) -> Step {
         if self.done {
-            self.buf.clear();
+            // the previous line may have been a secret
+            self.buf.zeroize();
             self.done = false;
         }
         match avail.iter().position(|&b| b == b'\n') {
@@ -118,9 +123,20 @@ impl LineBuf {
             // grow by doubling but never past the cap, so memory stays bounded by it
             let target = need.max((self.buf.capacity() * 2).min(self.cap)).max(256);
             let target = target.min(self.cap.max(need));
-            self.buf.reserve_exact(target - self.buf.len());
+            // move to a new buffer by hand: a reallocation would free the old
+            // bytes without zeroing them
+            let mut grown = Vec::with_capacity(target);
+            grown.extend_from_slice(&self.buf);
+            self.buf.zeroize();
+            self.buf = grown;
         }
         self.buf.extend_from_slice(bytes);
+    }
+}
+
+impl Drop for LineBuf {
+    fn drop(&mut self) {
+        self.buf.zeroize();
     }
 }
 

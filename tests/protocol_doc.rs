@@ -174,8 +174,9 @@ fn documented_limits_match_the_code() {
     assert_eq!(protocol::MAX_LINE, 64 * 1024);
     assert!(DOC.contains("64 KiB"));
     assert!(DOC.contains(&format!(
-        "| concurrent connections | {} |",
-        ce_auth::server::DEFAULT_MAX_CONNECTIONS
+        "| concurrent connections | {}, and never more than the open file limit less {} |",
+        ce_auth::server::DEFAULT_MAX_CONNECTIONS,
+        ce_auth::server::FD_RESERVE
     )));
     assert!(DOC.contains(&format!(
         "{} s, then the connection is closed",

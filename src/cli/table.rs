@@ -45,7 +45,7 @@ pub fn status_table(status: &StatusReply, now: i64) -> String {
         }
     }
     let mut out = format!(
-        "{} (pid {}), up {}, protocol v{}, memory {}\n",
+        "{} (pid {}), up {}, protocol v{}, memory {}{}\n",
         status.daemon,
         status.pid,
         human_duration(status.uptime),
@@ -54,6 +54,12 @@ pub fn status_table(status: &StatusReply, now: i64) -> String {
             "locked"
         } else {
             "not locked"
+        },
+        match status.dumpable {
+            Some(false) => ", not dumpable",
+            // worth saying loudly: other processes of the user can read its memory
+            Some(true) => ", DUMPABLE",
+            None => "",
         },
     );
     if rows.is_empty() {
@@ -146,6 +152,7 @@ mod tests {
             pid: 42,
             uptime: 3700,
             memory_locked: true,
+            dumpable: Some(false),
             default_profile: Some("dev".into()),
             profiles: vec![a, b],
         };
@@ -153,7 +160,7 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "ce-authd 0.1.0 (pid 42), up 1h 1m, protocol v1, memory locked"
+            "ce-authd 0.1.0 (pid 42), up 1h 1m, protocol v1, memory locked, not dumpable"
         );
         assert!(lines[1].starts_with("PROFILE          STATE"), "{t}");
         assert!(
@@ -177,9 +184,15 @@ mod tests {
             pid: 1,
             uptime: 0,
             memory_locked: false,
+            dumpable: Some(true),
             default_profile: None,
             profiles: vec![],
         };
-        assert!(status_table(&status, 0).contains("ce-auth add"));
+        let t = status_table(&status, 0);
+        assert!(t.contains("ce-auth add"), "{t}");
+        assert!(
+            t.starts_with("d (pid 1), up 0s, protocol v1, memory not locked, DUMPABLE\n"),
+            "{t}"
+        );
     }
 }

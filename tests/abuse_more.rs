@@ -1,0 +1,371 @@
+//! Socket abuse against the real `ce-authd` binary, with figures: thousands of
+//! connections at once, connection caps under a low open file limit, rapid
+//! connect/disconnect loops, garbage streams and memory hogs. Throughout, a
+//! probe client on its own connection must keep being answered promptly, and
+//! the daemon's memory and descriptors must stay bounded.
+//!
+//! Run with `--nocapture` to see the figures.
+
+mod authd_support;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use authd_support::{Authd, DEADLINE, LineClient, Probe, Spec, ensure_fds, wait_for};
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+/// The longest any probe answer may take while abuse goes on (debug build, shared CPU).
+const PROBE_BOUND: Duration = Duration::from_secs(2);
+
+fn hello_line() -> &'static [u8] {
+    b"{\"op\":\"hello\",\"version\":1}\n"
+}
+
+/// What one flooded connection got.
+#[derive(Debug, Default)]
+struct Outcome {
+    served: usize,
+    busy: usize,
+    other: Vec<String>,
+}
+
+/// Opens `n` connections as fast as possible, then sends `hello` on each and
+/// reads one line from each.
+fn flood(socket: &std::path::Path, n: usize) -> (Outcome, Duration) {
+    let started = Instant::now();
+    let mut conns: Vec<UnixStream> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = UnixStream::connect(socket).expect("connect");
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_write_timeout(Some(DEADLINE)).unwrap();
+        conns.push(s);
+    }
+    for s in &mut conns {
+        // a connection answered `busy` may already be closed; its reply is still queued
+        let _ = s.write_all(hello_line());
+    }
+    let mut out = Outcome::default();
+    for s in conns.iter() {
+        let mut r = std::io::BufReader::new(s);
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut r, &mut line) {
+            Ok(n) if n > 0 => {
+                let v: Value = serde_json::from_str(&line).unwrap();
+                if v["ok"] == true {
+                    out.served += 1;
+                } else if v["error"]["code"] == "busy" {
+                    out.busy += 1;
+                } else {
+                    out.other.push(line);
+                }
+            }
+            Ok(_) => out.other.push("EOF".into()),
+            Err(e) => out.other.push(format!("read error: {e}")),
+        }
+    }
+    let took = started.elapsed();
+    drop(conns);
+    (out, took)
+}
+
+/// Waits until the daemon holds no more descriptors than `baseline` (+ slack).
+fn fds_settle(d: &Authd, baseline: usize) -> usize {
+    wait_for("the daemon to close the flood's descriptors", || {
+        let now = d.fd_count();
+        (now <= baseline + 2).then_some(now)
+    })
+}
+
+#[test]
+fn two_thousand_connections_at_once_are_served_or_told_busy() {
+    let n = 2000;
+    if !ensure_fds(n as u64) {
+        eprintln!("skipped: the fd limit is too low for {n} connections");
+        return;
+    }
+    // plenty of descriptors where allowed, so the configured cap (1024) decides
+    let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .maximum
+        .unwrap_or(u64::MAX);
+    let nofile = hard.min(8192);
+    let cap = (ce_auth::server::DEFAULT_MAX_CONNECTIONS as u64)
+        .min(nofile - ce_auth::server::FD_RESERVE) as usize;
+    let d = Authd::start(Spec {
+        nofile: Some(nofile),
+        ..Spec::default()
+    });
+    let baseline = d.fd_count();
+    let rss_before = d.status_kb("VmRSS");
+    let probe = Probe::start(&d.socket);
+
+    let (out, took) = flood(&d.socket, n);
+    let lat = probe.finish();
+    let hwm = d.status_kb("VmHWM");
+
+    println!(
+        "2000 connections at once: {} served + {} busy in {:.2} s; daemon VmRSS before {:.1} MiB, \
+         peak VmHWM {:.1} MiB; probe: {} answers, p50 {:?}, p99 {:?}, max {:?}",
+        out.served,
+        out.busy,
+        took.as_secs_f64(),
+        rss_before as f64 / 1048576.0,
+        hwm as f64 / 1048576.0,
+        lat.count,
+        lat.p50,
+        lat.p99,
+        lat.max
+    );
+    assert!(
+        out.other.is_empty(),
+        "{:?}",
+        &out.other[..out.other.len().min(5)]
+    );
+    // the probe holds one of the places
+    assert_eq!(out.served, cap - 1);
+    assert_eq!(out.busy, n - out.served);
+    assert!(lat.count > 0 && lat.max < PROBE_BOUND, "{lat:?}");
+    assert!(hwm < 256 << 20, "peak RSS {hwm} bytes");
+
+    fds_settle(&d, baseline);
+    assert_eq!(d.client().call(&json!({"op": "status"}))["ok"], true);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn the_connection_cap_follows_a_low_open_file_limit() {
+    let nofile = 256u64;
+    let cap = (nofile - ce_auth::server::FD_RESERVE) as usize;
+    let n = 600;
+    assert!(ensure_fds(n as u64));
+    let d = Authd::start(Spec {
+        nofile: Some(nofile),
+        ..Spec::default()
+    });
+    let baseline = d.fd_count();
+    let probe = Probe::start(&d.socket);
+
+    // without the cap following the limit, accept() would fail with EMFILE
+    // and the connections past it would wait unanswered in the backlog
+    let (out, took) = flood(&d.socket, n);
+    let lat = probe.finish();
+    println!(
+        "{n} connections with RLIMIT_NOFILE {nofile}: {} served + {} busy in {:.2} s; probe max {:?}",
+        out.served,
+        out.busy,
+        took.as_secs_f64(),
+        lat.max
+    );
+    assert!(
+        out.other.is_empty(),
+        "{:?}",
+        &out.other[..out.other.len().min(5)]
+    );
+    assert_eq!(out.served, cap - 1);
+    assert_eq!(out.busy, n - out.served);
+    assert!(lat.max < PROBE_BOUND, "{lat:?}");
+    let log = d.stderr();
+    assert!(
+        log.contains(&format!(
+            "the open file limit allows only {cap} connections"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("accept failed"), "{log}");
+    fds_settle(&d, baseline);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn rapid_connect_disconnect_loops_leave_nothing_behind() {
+    let d = Authd::start(Spec::default());
+    let baseline = d.fd_count();
+    let probe = Probe::start(&d.socket);
+    let per_thread = 2000;
+    let started = Instant::now();
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let socket = d.socket.clone();
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    let mut s = UnixStream::connect(&socket).expect("connect");
+                    // vary how each connection dies
+                    let _ = match (t + i) % 4 {
+                        0 => Ok(()),
+                        1 => s.write_all(b"{\"op\":\"hel"),
+                        2 => s.write_all(b"{\"op\":\"status\"}\n"),
+                        _ => s.write_all(b"\xff\x00garbage\n"),
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("loop thread");
+    }
+    let took = started.elapsed();
+    let lat = probe.finish();
+    let settled = fds_settle(&d, baseline);
+    println!(
+        "{} connect/disconnect cycles in {:.2} s; probe: {} answers, p99 {:?}, max {:?}; \
+         daemon fds {baseline} before, {settled} after; VmHWM {:.1} MiB",
+        3 * per_thread,
+        took.as_secs_f64(),
+        lat.count,
+        lat.p99,
+        lat.max,
+        d.status_kb("VmHWM") as f64 / 1048576.0
+    );
+    assert!(lat.max < PROBE_BOUND, "{lat:?}");
+    assert_eq!(d.client().call(&json!({"op": "status"}))["ok"], true);
+    assert!(d.stop().success());
+}
+
+#[test]
+fn garbage_streams_get_errors_and_never_stall_others() {
+    let d = Authd::start(Spec::default());
+    let probe = Probe::start(&d.socket);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0xce_a17);
+    let mut replies = 0;
+    for round in 0..200 {
+        let mut c = d.client();
+        let len = match round % 10 {
+            0 => 70 * 1024, // over the line cap
+            _ => rng.random_range(1..2048),
+        };
+        let mut bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if len > ce_auth::protocol::MAX_LINE {
+            // one unbroken over-long line
+            bytes
+                .iter_mut()
+                .filter(|b| **b == b'\n')
+                .for_each(|b| *b = b'x');
+        }
+        // keep the first byte away from an HTTP method so the JSON-lines side is exercised
+        if bytes[0].is_ascii_uppercase() {
+            bytes[0] = b'{';
+        }
+        bytes.push(b'\n');
+        let _ = c.send_raw(&bytes);
+        c.writer.shutdown(std::net::Shutdown::Write).unwrap();
+        let all = c.drain();
+        for line in all.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let v: Value = serde_json::from_slice(line)
+                .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {line:?}"));
+            assert_eq!(v["ok"], false, "{v}");
+            let code = v["error"]["code"].as_str().unwrap();
+            assert!(matches!(code, "bad_request" | "line_too_long"), "{v}");
+            replies += 1;
+        }
+    }
+    let lat = probe.finish();
+    println!(
+        "200 garbage streams: {replies} error replies; probe: {} answers, p99 {:?}, max {:?}",
+        lat.count, lat.p99, lat.max
+    );
+    assert!(
+        replies >= 200,
+        "every stream has at least one line to refuse"
+    );
+    assert!(lat.max < PROBE_BOUND, "{lat:?}");
+    assert!(d.stop().success());
+}
+
+#[test]
+fn non_objects_never_reach_the_token_fast_path() {
+    // no profiles: a `token` request that got through would say unknown_profile
+    let d = Authd::start(Spec::default());
+    let mut c = d.client();
+    for line in [
+        &b"[\"token\"]\n"[..],
+        b"[\"token\",\"dev\",60]\n",
+        b"  [\"token\"]\n",
+        b"\"token\"\n",
+        b"[{\"op\":\"token\"}]\n",
+    ] {
+        c.send_raw(line).unwrap();
+        let r = c.recv();
+        assert_eq!(r["error"]["code"], "bad_request", "{line:?} -> {r}");
+    }
+    // the object form still works
+    let r = c.call(&json!({"op": "token"}));
+    assert_eq!(r["error"]["code"], "unknown_profile", "{r}");
+    assert!(d.stop().success());
+}
+
+#[test]
+fn hogs_and_floods_keep_memory_bounded_and_others_answered() {
+    let d = Authd::start(Spec {
+        config: Some("[daemon]\nidle_timeout = 3\n".into()),
+        ..Spec::default()
+    });
+    let rss_before = d.status_kb("VmRSS");
+    let probe = Probe::start(&d.socket);
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    // clients pipelining requests without ever reading a reply
+    for _ in 0..20 {
+        let socket = d.socket.clone();
+        threads.push(std::thread::spawn(move || {
+            let s = UnixStream::connect(&socket).unwrap();
+            s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+            let batch = b"{\"op\":\"status\"}\n".repeat(500);
+            let end = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < end {
+                if (&s).write_all(&batch).is_err() {
+                    return true;
+                }
+            }
+            false
+        }));
+    }
+    // clients sending 10 MiB lines
+    for _ in 0..10 {
+        let socket = d.socket.clone();
+        threads.push(std::thread::spawn(move || {
+            let mut c = LineClient::connect(&socket);
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..10 {
+                if c.send_raw(&chunk).is_err() {
+                    break;
+                }
+            }
+            let r = c.recv();
+            r["error"]["code"] == "line_too_long"
+        }));
+    }
+    // clients that send half a line and stall
+    let stalled: Vec<UnixStream> = (0..50)
+        .map(|_| {
+            let mut s = UnixStream::connect(&d.socket).unwrap();
+            s.write_all(b"{\"op\":\"token\",\"pro").unwrap();
+            s
+        })
+        .collect();
+    for t in threads {
+        assert!(t.join().unwrap(), "a hog was not cut off");
+    }
+    let lat = probe.finish();
+    let hwm = d.status_kb("VmHWM");
+    println!(
+        "20 non-reading pipeliners + 10 x 10 MiB lines + 50 stalled half lines, {:.1} s: \
+         VmRSS before {:.1} MiB, peak VmHWM {:.1} MiB; probe: {} answers, p99 {:?}, max {:?}",
+        started.elapsed().as_secs_f64(),
+        rss_before as f64 / 1048576.0,
+        hwm as f64 / 1048576.0,
+        lat.count,
+        lat.p99,
+        lat.max
+    );
+    assert!(lat.max < PROBE_BOUND, "{lat:?}");
+    assert!(hwm < 256 << 20, "peak RSS {hwm} bytes");
+    // the stalled ones are closed by the line timeout
+    for s in stalled {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut &s, &mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "a stalled client got {:?}", &buf[..n]);
+    }
+    assert!(d.stop().success());
+}

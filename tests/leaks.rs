@@ -1,0 +1,341 @@
+//! Leaks and access, against the real `ce-authd` binary: at log level `trace`
+//! every op (and the HTTP face) runs and no client secret, password or access
+//! token shows up in anything the daemon writes, in its command line or its
+//! environment; secret files open to others are refused; the socket directory
+//! and socket are private; `status` reports the daemon's hardening.
+
+mod authd_support;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+
+use authd_support::{Authd, DEADLINE, Spec, wait_for};
+use ce_auth::issuer::Issuer;
+use serde_json::{Value, json};
+
+/// An emulated issuer with one user and one API client, served from its own runtime.
+struct TestIssuer {
+    issuer: Option<Issuer>,
+    rt: tokio::runtime::Runtime,
+    client_id: String,
+    client_secret: String,
+    email: String,
+    password: String,
+}
+
+impl TestIssuer {
+    fn start() -> TestIssuer {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client_id = uuid::Uuid::new_v4().to_string();
+        let client_secret = format!("cs-{}", uuid::Uuid::new_v4().simple());
+        let email = "leaks@example.com".to_string();
+        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
+        let issuer = rt
+            .block_on(
+                Issuer::builder()
+                    .user(&email, &password)
+                    .client(&client_id, &client_secret)
+                    .start(),
+            )
+            .expect("issuer starts");
+        TestIssuer {
+            issuer: Some(issuer),
+            rt,
+            client_id,
+            client_secret,
+            email,
+            password,
+        }
+    }
+
+    fn token_url(&self) -> String {
+        self.issuer.as_ref().unwrap().token_url()
+    }
+}
+
+impl Drop for TestIssuer {
+    fn drop(&mut self) {
+        if let Some(i) = self.issuer.take() {
+            self.rt.block_on(i.shutdown());
+        }
+    }
+}
+
+/// Writes `text` to `dir/name` with `mode` and returns the path.
+fn file(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+    p
+}
+
+/// Checks a token reply and adds its token to the secrets to look for.
+fn keep_token(secrets: &mut Vec<(String, String)>, what: &str, r: &Value) {
+    assert_eq!(r["ok"], true, "{what}: {r}");
+    let t = r["access_token"].as_str().unwrap().to_string();
+    secrets.push((format!("access token ({what})"), t));
+}
+
+/// One HTTP/1.1 request over the socket; the whole answer.
+fn http_get(socket: &std::path::Path, target: &str) -> String {
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(s, "GET {target} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn no_secret_or_token_in_any_output_at_trace_level() {
+    let issuer = TestIssuer::start();
+    let dir = Authd::dir();
+    let secret = file(dir.path(), "alpha.secret", &issuer.client_secret, 0o600);
+    let password = file(dir.path(), "pw.password", &issuer.password, 0o600);
+    let config = format!(
+        "default_profile = \"alpha\"\n\n\
+         [profiles.alpha]\ntoken_url = \"{url}\"\nauth_method = \"client_secret_basic\"\n\
+         client_id = \"{id}\"\nclient_secret_file = \"{secret}\"\n\n\
+         [profiles.jwt]\ntoken_url = \"{url}\"\nauth_method = \"client_secret_jwt\"\n\
+         client_id = \"{id}\"\nclient_secret_file = \"{secret}\"\n\n\
+         [profiles.pw]\ntoken_url = \"{url}\"\ngrant = \"password\"\n\
+         username = \"{email}\"\npassword_file = \"{password}\"\n",
+        url = issuer.token_url(),
+        id = issuer.client_id,
+        secret = secret.display(),
+        email = issuer.email,
+        password = password.display(),
+    );
+    let d = Authd::start_in(
+        dir,
+        Spec {
+            config: Some(config),
+            log_level: Some("trace".into()),
+            ..Spec::default()
+        },
+    );
+    let mut c = d.client();
+    let mut secrets: Vec<(String, String)> = vec![
+        ("client secret".into(), issuer.client_secret.clone()),
+        ("password".into(), issuer.password.clone()),
+    ];
+
+    // every op, on one connection and with the tokens collected
+    assert_eq!(
+        c.call(&json!({"op": "hello", "version": 1, "client": "leaks"}))["ok"],
+        true
+    );
+    for p in ["alpha", "jwt", "pw"] {
+        keep_token(
+            &mut secrets,
+            p,
+            &c.call(&json!({"op": "token", "profile": p})),
+        );
+    }
+    keep_token(
+        &mut secrets,
+        "default",
+        &c.call(&json!({"op": "token", "min_ttl": 30})),
+    );
+    keep_token(
+        &mut secrets,
+        "refresh",
+        &c.call(&json!({"op": "refresh", "profile": "alpha"})),
+    );
+    let status = c.call(&json!({"op": "status"}));
+    assert_eq!(status["ok"], true, "{status}");
+    assert_eq!(
+        c.call(&json!({"op": "status", "profile": "pw"}))["ok"],
+        true
+    );
+    let r = c.call(&json!({"op": "add", "profile": "beta",
+        "settings": {"token_url": issuer.token_url(), "auth_method": "client_secret_post",
+                     "client_id": issuer.client_id},
+        "secret": issuer.client_secret}));
+    assert_eq!(r["ok"], true, "{r}");
+    keep_token(
+        &mut secrets,
+        "beta",
+        &c.call(&json!({"op": "token", "profile": "beta"})),
+    );
+    assert_eq!(
+        c.call(&json!({"op": "whoami", "profile": "pw"}))["ok"],
+        true
+    );
+    let login = c.call(&json!({"op": "login", "token_url": issuer.token_url(),
+        "email": issuer.email, "password": issuer.password}));
+    assert_eq!(login["ok"], true, "{login}");
+    secrets.push((
+        "created client secret".into(),
+        login["client_secret"].as_str().unwrap().to_string(),
+    ));
+    assert_eq!(
+        c.call(&json!({"op": "remove", "profile": "beta"}))["ok"],
+        true
+    );
+    assert_eq!(c.call(&json!({"op": "reload"}))["ok"], true);
+    // failures that carry a secret where it does not belong
+    let wrong = [
+        json!({"op": "token", "min_ttl": issuer.client_secret}),
+        json!({"op": "add", "profile": "bad", "settings": {"client_id": issuer.password}}),
+        json!({"op": "add", "profile": "bad", "settings": {"bogus": issuer.client_secret}}),
+        json!({"op": "login", "email": issuer.email, "password": 5}),
+        json!({"op": "login", "token_url": issuer.token_url(), "email": issuer.email,
+               "password": format!("{}-wrong", issuer.password)}),
+        json!({"op": "hello", "version": 99, "client": issuer.password}),
+    ];
+    for req in wrong {
+        let r = c.call(&req);
+        assert_eq!(r["ok"], false, "{req} -> {r}");
+    }
+    // an op name that tries to forge a log line
+    c.send_raw(b"{\"op\":\"x\\nINFO forged line\\u001b[2K\"}\n")
+        .unwrap();
+    assert_eq!(c.recv()["error"]["code"], "bad_request");
+    // the HTTP face
+    let h = http_get(&d.socket, "/v1/token?profile=alpha");
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+    let body: Value = serde_json::from_str(h.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    keep_token(&mut secrets, "http", &body);
+    assert!(http_get(&d.socket, "/v1/status").starts_with("HTTP/1.1 200"));
+
+    // the process as others see it
+    let pid = d.pid();
+    for f in ["cmdline", "environ"] {
+        if let Ok(bytes) = std::fs::read(format!("/proc/{pid}/{f}")) {
+            let text = String::from_utf8_lossy(&bytes);
+            for (what, s) in &secrets {
+                assert!(!text.contains(s.as_str()), "{what} in /proc/{pid}/{f}");
+            }
+        }
+    }
+    // hardening, as status reports it and as the kernel sees it
+    assert_eq!(status["dumpable"], false, "{status}");
+    let locked = status["memory_locked"].as_bool().expect("memory_locked");
+    if locked {
+        assert!(
+            d.status_kb("VmLck") > 0,
+            "status says locked but VmLck is 0"
+        );
+    }
+
+    let (st, stderr, stdout) = d.stop_with_output();
+    assert!(st.success(), "{st}\n{stderr}");
+    // the test can fail: trace logging really was on and saw the requests
+    assert!(stderr.contains("TRACE"), "no trace output:\n{stderr}");
+    assert!(
+        stderr.lines().count() > 50,
+        "suspiciously little output:\n{stderr}"
+    );
+    for (what, s) in &secrets {
+        assert!(
+            !stderr.contains(s.as_str()),
+            "{what} in the daemon's stderr"
+        );
+        assert!(
+            !stdout.contains(s.as_str()),
+            "{what} in the daemon's stdout"
+        );
+    }
+    // nor a recognisable part of one (JWT segments, the secret's random part)
+    for (what, s) in &secrets {
+        for part in s.split(['.', '-']).filter(|p| p.len() >= 16) {
+            assert!(!stderr.contains(part), "part of the {what} in stderr");
+        }
+    }
+    assert!(
+        !stderr.lines().any(|l| l.starts_with("INFO forged")),
+        "a forged log line:\n{stderr}"
+    );
+    println!(
+        "trace-level run: {} bytes / {} lines of daemon output checked for {} secrets",
+        stderr.len(),
+        stderr.lines().count(),
+        secrets.len()
+    );
+}
+
+#[test]
+fn secret_files_open_to_group_or_others_are_refused() {
+    let secret_text = format!("cs-{}", uuid::Uuid::new_v4().simple());
+    for mode in [0o640, 0o604, 0o660] {
+        let dir = Authd::dir();
+        let secret = file(dir.path(), "alpha.secret", &secret_text, mode);
+        let config = format!(
+            "[profiles.alpha]\ntoken_url = \"http://127.0.0.1:9/token\"\n\
+             client_id = \"x\"\nclient_secret_file = \"{}\"\n",
+            secret.display()
+        );
+        let mut child = Authd::command(
+            dir.path(),
+            &Spec {
+                config: Some(config),
+                log_level: Some("trace".into()),
+                ..Spec::default()
+            },
+        )
+        .spawn()
+        .unwrap();
+        let st = wait_for("ce-authd to refuse the configuration", || {
+            child.try_wait().unwrap()
+        });
+        let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        assert_eq!(
+            st.code(),
+            Some(ce_auth::protocol::exit::CONFIG),
+            "mode {mode:o}: {stderr}"
+        );
+        assert!(stderr.contains("accessible by group or others"), "{stderr}");
+        assert!(stderr.contains("chmod 600"), "{stderr}");
+        assert!(!stderr.contains(&secret_text), "the secret in the refusal");
+        assert!(!dir.path().join("run/agent.sock").exists());
+    }
+
+    // and the same for a profile added at runtime
+    let dir = Authd::dir();
+    let open = file(dir.path(), "open.secret", &secret_text, 0o644);
+    let d = Authd::start_in(dir, Spec::default());
+    let r = d.client().call(&json!({"op": "add", "profile": "p",
+        "settings": {"token_url": "http://127.0.0.1:9/token", "client_id": "x",
+                     "client_secret_file": open.display().to_string()}}));
+    assert_eq!(r["error"]["code"], "config_error", "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("accessible by group or others"), "{msg}");
+    assert!(!msg.contains(&secret_text));
+    assert!(d.stop().success());
+}
+
+#[test]
+fn the_socket_directory_and_socket_are_private() {
+    // the daemon creates a missing directory 0700 and the socket 0600
+    let dir = Authd::dir();
+    std::fs::remove_dir(dir.path().join("run")).unwrap();
+    let d = Authd::start_in(dir, Spec::default());
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(d.socket.parent().unwrap()), 0o700);
+    assert_eq!(mode(&d.socket), 0o600);
+    assert!(d.stop().success());
+
+    // an existing directory open to others is refused, not silently "fixed"
+    for open in [0o755, 0o770, 0o707] {
+        let dir = Authd::dir();
+        let run = dir.path().join("run");
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(open)).unwrap();
+        let mut child = Authd::command(dir.path(), &Spec::default())
+            .spawn()
+            .unwrap();
+        let st = wait_for("ce-authd to refuse the directory", || {
+            child.try_wait().unwrap()
+        });
+        let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        assert!(!st.success(), "mode {open:o} accepted: {stderr}");
+        assert!(stderr.contains("chmod 700"), "{stderr}");
+        assert_eq!(mode(&run), open, "the directory was changed");
+        assert!(!run.join("agent.sock").exists());
+    }
+}
