@@ -28,7 +28,11 @@ struct Chunked<'a> {
 
 impl Read for Chunked<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        let want = self.sizes.get(self.i % self.sizes.len().max(1)).copied().unwrap_or(7);
+        let want = self
+            .sizes
+            .get(self.i % self.sizes.len().max(1))
+            .copied()
+            .unwrap_or(7);
         self.i += 1;
         let n = (want as usize % 64 + 1).min(out.len()).min(self.data.len());
         out[..n].copy_from_slice(&self.data[..n]);
