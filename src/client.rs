@@ -4,7 +4,7 @@
 //! request/reply pairs. [`Client::connect_or_start`] starts `ce-authd --daemon`
 //! when nothing answers on the socket.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,7 +21,7 @@ use crate::protocol::{
     Request, StatusReply, TokenReply, WhoamiReply, WireError, exit,
 };
 use crate::secret::Secret;
-use crate::wire::{FrameError, SyncLines};
+use crate::wire::{FrameError, SyncLines, ZeroingReader};
 
 /// How long a request may wait for its reply. Generous: a token request may
 /// wait for the issuer (and its retries) before the daemon answers.
@@ -112,7 +112,7 @@ pub fn autostart_disabled_by_env() -> bool {
 
 /// A connection to the daemon, past the `hello` handshake.
 pub struct Client {
-    lines: SyncLines<BufReader<ClientStream>>,
+    lines: SyncLines<ZeroingReader<ClientStream>>,
     socket: PathBuf,
     daemon: HelloReply,
 }
@@ -145,7 +145,8 @@ impl Client {
         stream.set_recv_timeout(Some(timeout)).map_err(io_err)?;
         stream.set_send_timeout(Some(timeout)).map_err(io_err)?;
         let mut client = Client {
-            lines: SyncLines::new(BufReader::new(stream)),
+            // replies carry tokens: zeroed as soon as they are read
+            lines: SyncLines::new(ZeroingReader::new(stream)),
             socket: socket.to_path_buf(),
             daemon: HelloReply {
                 version: 0,

@@ -140,6 +140,87 @@ impl Drop for LineBuf {
     }
 }
 
+/// A buffered reader that zeroes bytes as soon as they are consumed and its
+/// whole buffer on drop, for streams that carry secrets (the client reading
+/// `token` replies). `std::io::BufReader` would keep the last replies in its
+/// buffer until it is freed, and free it without zeroing.
+pub struct ZeroingReader<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    pos: usize,
+    filled: usize,
+}
+
+impl<R> ZeroingReader<R> {
+    /// A reader with an 8 KiB buffer.
+    pub fn new(inner: R) -> Self {
+        Self::with_capacity(8 * 1024, inner)
+    }
+
+    /// A reader with a buffer of `cap` bytes (at least 1).
+    pub fn with_capacity(cap: usize, inner: R) -> Self {
+        ZeroingReader {
+            inner,
+            buf: vec![0; cap.max(1)].into_boxed_slice(),
+            pos: 0,
+            filled: 0,
+        }
+    }
+
+    /// The underlying reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// The underlying reader, mutably (e.g. to write requests on a shared stream).
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for ZeroingReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(out.len());
+        out[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Read> BufRead for ZeroingReader<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.pos >= self.filled {
+            self.pos = 0;
+            self.filled = 0;
+            self.filled = self.inner.read(&mut self.buf)?;
+        }
+        Ok(&self.buf[self.pos..self.filled])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        let end = (self.pos + amt).min(self.filled);
+        self.buf[self.pos..end].zeroize();
+        self.pos = end;
+    }
+}
+
+impl<R> Drop for ZeroingReader<R> {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+    }
+}
+
+impl<R> std::fmt::Debug for ZeroingReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the buffered bytes
+        f.debug_struct("ZeroingReader")
+            .field("capacity", &self.buf.len())
+            .field("buffered", &(self.filled - self.pos))
+            .finish_non_exhaustive()
+    }
+}
+
 /// Reads lines from a synchronous `BufRead` (the client side).
 ///
 /// Timeouts come from the socket (`set_read_timeout`); a timed-out read
@@ -369,6 +450,35 @@ mod tests {
         let (lines, err, _) = lines_of(b"{}\n{\"op\"", vec![], 64, 8);
         assert_eq!(lines, vec![b"{}".to_vec()]);
         assert!(err.unwrap().contains("middle of a line"));
+    }
+
+    #[test]
+    fn zeroing_reader_frames_the_same_and_leaves_nothing_behind() {
+        let data = b"{\"access_token\":\"tok-123\"}\n{\"ok\":true}\n".to_vec();
+        for bufcap in [1, 5, 64] {
+            let r = Chunked {
+                data: data.clone(),
+                pos: 0,
+                sizes: vec![3, 100, 1],
+                i: 0,
+            };
+            let mut lines = SyncLines::new(ZeroingReader::with_capacity(bufcap, r));
+            assert_eq!(
+                lines.read_line().unwrap().unwrap(),
+                b"{\"access_token\":\"tok-123\"}"
+            );
+            assert_eq!(lines.read_line().unwrap().unwrap(), b"{\"ok\":true}");
+            assert!(lines.read_line().unwrap().is_none());
+            // every byte was consumed, so every byte was zeroed
+            assert!(lines.get_ref().buf.iter().all(|&b| b == 0));
+            assert!(!format!("{:?}", lines.get_ref()).contains("tok"));
+        }
+        // and through Read, unframed
+        let mut r = ZeroingReader::with_capacity(4, &b"secret-bytes"[..]);
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"secret-bytes");
+        assert!(r.buf.iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Property tests for the protocol's framing, through the public API: the
 //! async line reader under any chunking, the size cap, and that every request
-//! and reply the library writes is exactly one line that reads back as itself.
+//! and reply the library writes is exactly one line that reads back as itself,
+//! through the daemon's async reader and the client's synchronous one.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -10,7 +11,7 @@ use ce_auth::protocol::{
     self, ErrorCode, ProfileReply, Request, TokenReply, WireError, parse_reply,
 };
 use ce_auth::secret::Secret;
-use ce_auth::wire::{AsyncLines, FrameError, SyncLines};
+use ce_auth::wire::{AsyncLines, FrameError, SyncLines, ZeroingReader};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -192,6 +193,14 @@ proptest! {
         let mut sync = SyncLines::new(std::io::BufReader::with_capacity(bufcap, &stream[..]));
         let mut n = 0;
         while let Some(l) = sync.read_line().unwrap() {
+            prop_assert_eq!(l, &lines[n][..]);
+            n += 1;
+        }
+        prop_assert_eq!(n, reqs.len());
+        // and so does it through the client's zeroing reader
+        let mut zeroing = SyncLines::new(ZeroingReader::with_capacity(bufcap, &stream[..]));
+        let mut n = 0;
+        while let Some(l) = zeroing.read_line().unwrap() {
             prop_assert_eq!(l, &lines[n][..]);
             n += 1;
         }
