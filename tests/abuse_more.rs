@@ -369,3 +369,112 @@ fn hogs_and_floods_keep_memory_bounded_and_others_answered() {
     }
     assert!(d.stop().success());
 }
+
+#[test]
+fn http_garbage_gets_http_errors_and_never_stalls_others() {
+    let d = Authd::start(Spec {
+        config: Some("[daemon]\nidle_timeout = 2\n".into()),
+        ..Spec::default()
+    });
+    let probe = Probe::start(&d.socket);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x477);
+    let mut statuses = std::collections::BTreeMap::new();
+    for round in 0..60 {
+        let mut c = d.client();
+        let mut bytes: Vec<u8> = match round % 6 {
+            // a head over the 64 KiB cap
+            0 => format!("GET /v1/token?{} HTTP/1.1\r\n", "a".repeat(70 * 1024)).into_bytes(),
+            // too many headers
+            1 => {
+                let mut h = b"GET /v1/status HTTP/1.1\r\n".to_vec();
+                for i in 0..100 {
+                    h.extend_from_slice(format!("X-{i}: {i}\r\n").as_bytes());
+                }
+                h
+            }
+            // a method and then noise
+            2 => {
+                let mut h = b"POST /".to_vec();
+                h.extend((0..rng.random_range(1..4096)).map(|_| rng.random::<u8>()));
+                h
+            }
+            3 => b"DELETE /v1/token HTTP/1.1\r\n".to_vec(),
+            4 => b"GET /../../etc/passwd HTTP/1.1\r\n".to_vec(),
+            // a head that never ends: closed by the line timeout (twice, to keep the test short)
+            5 if round < 12 => b"GET /v1/status HTTP/1.1\r\nX-Slow: ".to_vec(),
+            _ => b"BREW /pot HTTP/1.1\r\n".to_vec(),
+        };
+        if !(round % 6 == 5 && round < 12) {
+            bytes.extend_from_slice(b"\r\n");
+        }
+        let _ = c.send_raw(&bytes);
+        let answer = String::from_utf8_lossy(&c.drain()).into_owned();
+        let status = answer
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .unwrap_or_else(|| panic!("round {round}: not an HTTP answer: {answer:?}"))
+            .to_string();
+        assert!(status.starts_with('4'), "round {round}: {answer}");
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    let lat = probe.finish();
+    println!(
+        "60 hostile HTTP requests: statuses {statuses:?}; probe max {:?}",
+        lat.max
+    );
+    assert!(lat.max < PROBE_BOUND, "{lat:?}");
+    assert!(d.stop().success());
+}
+
+#[test]
+fn a_thousand_partial_lines_at_the_cap_keep_memory_bounded() {
+    let n = 1000;
+    assert!(ensure_fds(n as u64));
+    let d = Authd::start(Spec {
+        config: Some("[daemon]\nidle_timeout = 3\n".into()),
+        ..Spec::default()
+    });
+    let rss_before = d.status_kb("VmRSS");
+    let probe = Probe::start(&d.socket);
+    // each connection holds just under a full line: the most a connection may pin
+    let partial = vec![b'x'; ce_auth::protocol::MAX_LINE - 2];
+    let started = Instant::now();
+    let conns: Vec<UnixStream> = (0..n)
+        .map(|_| {
+            let mut s = UnixStream::connect(&d.socket).unwrap();
+            s.set_write_timeout(Some(DEADLINE)).unwrap();
+            s.write_all(&partial).unwrap();
+            s
+        })
+        .collect();
+    // all of it has reached the daemon once it holds (nearly) all the bytes
+    let total = n as u64 * partial.len() as u64;
+    wait_for("the daemon to take in the partial lines", || {
+        (d.status_kb("VmHWM") > rss_before + total / 10 * 9).then_some(())
+    });
+    let lat = probe.finish();
+    let hwm = d.status_kb("VmHWM");
+    println!(
+        "{n} connections x {} KiB partial lines: VmRSS before {:.1} MiB, peak VmHWM {:.1} MiB \
+         after {:.2} s; probe p99 {:?}, max {:?}",
+        partial.len() / 1024,
+        rss_before as f64 / 1048576.0,
+        hwm as f64 / 1048576.0,
+        started.elapsed().as_secs_f64(),
+        lat.p99,
+        lat.max
+    );
+    assert!(lat.max < PROBE_BOUND, "{lat:?}");
+    // the line buffers are capped, so memory is about n x MAX_LINE, not more
+    assert!(
+        hwm < rss_before + n as u64 * 2 * ce_auth::protocol::MAX_LINE as u64,
+        "peak RSS {hwm} bytes"
+    );
+    // the line timeout closes them all
+    for s in conns {
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(std::io::Read::read(&mut &s, &mut buf).unwrap_or(0), 0);
+    }
+    assert!(d.stop().success());
+}
