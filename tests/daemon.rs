@@ -546,6 +546,9 @@ fn dev_mode_serves_a_dev_token_without_any_config() {
     );
     assert!(text.contains("ce-auth token"), "{text}");
     assert!(text.contains("ce-auth status"), "{text}");
+    // the suggested curl line keeps the token off curl's argv
+    assert!(text.contains("header | curl -H @- "), "{text}");
+    assert!(!text.contains("$("), "{text}");
     let base = text
         .split_whitespace()
         .find(|w| w.starts_with("http://127.0.0.1:"))
