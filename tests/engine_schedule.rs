@@ -411,6 +411,25 @@ async fn unknown_and_missing_default_profiles() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lone_profile_is_the_default_two_need_default_profile() {
+    let clock = Clock::tokio(T0);
+    let script = Script::new(&clock, 900.0);
+    let mut one = config(vec![profile("solo", spec())]);
+    one.default_profile = None;
+    let engine = Engine::with_source(one, script.clone(), clock.clone());
+    assert_eq!(engine.default_profile().as_deref(), Some("solo"));
+    assert_eq!(engine.token(None, MIN).await.unwrap().profile, "solo");
+
+    let mut two = config(vec![profile("a", spec()), profile("b", spec())]);
+    two.default_profile = None;
+    let engine = Engine::with_source(two, script, clock);
+    assert_eq!(engine.default_profile(), None);
+    let e = engine.token(None, MIN).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownProfile);
+    assert!(e.message.contains("known profiles: a, b"), "{}", e.message);
+}
+
+#[tokio::test(start_paused = true)]
 async fn add_replace_and_profile_exists() {
     let (engine, script, _clock) = setup(900.0, spec());
     let e = engine.add(profile("p", spec()), false).unwrap_err();
