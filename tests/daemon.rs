@@ -186,6 +186,18 @@ impl Proc {
     }
 }
 
+impl Drop for Env {
+    /// A test that failed half-way must not leave a detached daemon behind.
+    fn drop(&mut self) {
+        if let Some(pid) = read_pid(&self.pidfile())
+            && !exited(pid)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
