@@ -219,27 +219,23 @@ mod imp {
 
     pub(super) fn from_systemd() -> io::Result<Option<Listener>> {
         use std::os::fd::{FromRawFd, OwnedFd};
-        const SD_LISTEN_FDS_START: i32 = 3;
-        let pid_matches = std::env::var("LISTEN_PID")
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            .is_some_and(|p| p == std::process::id());
-        let fds = std::env::var("LISTEN_FDS")
-            .ok()
-            .and_then(|n| n.trim().parse::<u32>().ok())
-            .unwrap_or(0);
-        if !pid_matches || fds == 0 {
+        // checks LISTEN_PID and marks the fds close-on-exec; LISTEN_* stay
+        // set because changing the environment of a threaded process is
+        // unsound, and a child's pid never matches LISTEN_PID anyway
+        let mut fds = sd_notify::listen_fds_with_names(false)?.map(|(fd, _)| fd);
+        let Some(first) = fds.next() else {
             return Ok(None);
-        }
-        if fds > 1 {
-            tracing::warn!(fds, "systemd passed several sockets; using the first");
+        };
+        if fds.next().is_some() {
+            tracing::warn!("systemd passed several sockets; using the first");
         }
         if SYSTEMD_TAKEN.swap(true, Ordering::SeqCst) {
             return Err(io::Error::other("the systemd socket was already adopted"));
         }
-        // SAFETY: LISTEN_PID names this process, so systemd passed fd 3 to us and
-        // nothing else in this process owns it; the flag above makes this happen once.
-        let fd = unsafe { OwnedFd::from_raw_fd(SD_LISTEN_FDS_START) };
+        // SAFETY: LISTEN_PID names this process, so systemd passed this fd to
+        // us and nothing else in this process owns it; the flag above makes
+        // this happen once.
+        let fd = unsafe { OwnedFd::from_raw_fd(first) };
         let ty = rustix::net::sockopt::socket_type(&fd)?;
         let listening = rustix::net::sockopt::socket_acceptconn(&fd)?;
         if ty != rustix::net::SocketType::STREAM || !listening {
@@ -249,8 +245,6 @@ mod imp {
                  (use ListenStream= in ce-authd.socket)",
             ));
         }
-        // systemd sockets come without close-on-exec; children must not inherit it
-        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
         let listener = UdsListener::from(fd);
         Ok(Some(Listener {
             inner: Inner::Sync(Some(listener)),

@@ -24,6 +24,7 @@
 //! - [`gitcred`]: git's credential-helper protocol.
 //! - [`clientcfg`]: the client's reads and edits of the config file.
 
+pub mod atomic;
 pub mod client;
 pub mod config;
 pub mod engine;

@@ -626,6 +626,7 @@ async fn start_dev_issuer() -> Result<(Issuer, Profile), LifecycleError> {
 fn dev_notes(socket: &Path, issuer: &Issuer) -> String {
     let sock = shell_quote(&socket.to_string_lossy());
     let base = issuer.base_url();
+    let cli = client_command();
     format!(
         "ce-authd --dev: serving tokens from an emulated Climate Engine issuer\n\
          \x20 socket:  {sock}\n\
@@ -634,12 +635,28 @@ fn dev_notes(socket: &Path, issuer: &Issuer) -> String {
          \n\
          Try, in another terminal:\n\
          \x20 export CE_AUTH_SOCK={sock}\n\
-         \x20 ce-auth token\n\
-         \x20 ce-auth status\n\
-         \x20 curl -H \"Authorization: Bearer $(ce-auth token)\" {base}/api/v1/users/me\n\
+         \x20 {cli} token\n\
+         \x20 {cli} status\n\
+         \x20 {cli} header | curl -H @- {base}/api/v1/users/me\n\
          \n",
         token = issuer.token_url(),
     )
+}
+
+/// How the user should call the client: `ce-auth` when it is on `PATH`,
+/// else the binary built next to this one (as after `cargo run`).
+fn client_command() -> String {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ce-auth").is_file()));
+    if !on_path
+        && let Some(sibling) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join("ce-auth")))
+            .filter(|p| p.is_file())
+    {
+        return shell_quote(&sibling.to_string_lossy());
+    }
+    "ce-auth".to_string()
 }
 
 /// Quotes `s` for a POSIX shell when it holds anything but safe characters.

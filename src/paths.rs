@@ -44,8 +44,9 @@ pub fn config_path(cli: Option<PathBuf>) -> PathBuf {
 }
 
 /// [`config_path`] with the environment passed in. `HOME` (or `USERPROFILE`
-/// on Windows) supplies `~`; without any of them the path is relative to the
-/// working directory.
+/// on Windows) supplies `~`; without either, the user's home directory from
+/// the password database (as cron and some service managers leave `HOME`
+/// unset), and only failing that a path relative to the working directory.
 pub fn config_path_from(cli: Option<PathBuf>, env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
     if let Some(p) = cli {
         return p;
@@ -57,6 +58,7 @@ pub fn config_path_from(cli: Option<PathBuf>, env: &dyn Fn(&str) -> Option<OsStr
         let home = non_empty(env("HOME"))
             .or_else(|| non_empty(env("USERPROFILE")))
             .map(PathBuf::from)
+            .or_else(std::env::home_dir)
             .unwrap_or_default();
         home.join(".config")
     });

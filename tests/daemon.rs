@@ -186,6 +186,18 @@ impl Proc {
     }
 }
 
+impl Drop for Env {
+    /// A test that failed half-way must not leave a detached daemon behind.
+    fn drop(&mut self) {
+        if let Some(pid) = read_pid(&self.pidfile())
+            && !exited(pid)
+            && let Some(pid) = rustix::process::Pid::from_raw(pid)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
@@ -546,6 +558,9 @@ fn dev_mode_serves_a_dev_token_without_any_config() {
     );
     assert!(text.contains("ce-auth token"), "{text}");
     assert!(text.contains("ce-auth status"), "{text}");
+    // the suggested curl line keeps the token off curl's argv
+    assert!(text.contains("header | curl -H @- "), "{text}");
+    assert!(!text.contains("$("), "{text}");
     let base = text
         .split_whitespace()
         .find(|w| w.starts_with("http://127.0.0.1:"))

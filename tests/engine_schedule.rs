@@ -51,6 +51,9 @@ impl Script {
     fn plan(&self, outcomes: &[Outcome]) {
         self.plan.lock().unwrap().extend(outcomes.iter().cloned());
     }
+    fn clear(&self) {
+        self.plan.lock().unwrap().clear();
+    }
     fn calls(&self) -> Vec<f64> {
         self.calls.lock().unwrap().clone()
     }
@@ -288,10 +291,13 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test(start_paused = true)]
 async fn unmet_min_ttl_during_outage_is_a_bounded_error_never_a_stale_token() {
-    let (engine, script, clock) = setup(100.0, spec());
+    // a 200 s token, 150 s in: 50 s left, less than MIN; the caller's wait
+    // (the request timeout + 5 s = 35 s) ends before the token expires, so
+    // the valid token can still be checked afterwards whatever the jitter did
+    let (engine, script, clock) = setup(200.0, spec());
     engine.token(None, Duration::from_secs(10)).await.unwrap();
     script.plan(&vec![Outcome::Transient(None); 1000]);
-    advance(75.0).await;
+    advance(150.0).await;
     let start = tokio::time::Instant::now();
     let e = engine.token(None, MIN).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::IssuerUnavailable, "{}", e.message);
@@ -304,6 +310,38 @@ async fn unmet_min_ttl_during_outage_is_a_bounded_error_never_a_stale_token() {
     let e = engine.token(None, Duration::ZERO).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::IssuerUnavailable);
     assert_eq!(engine.status(None).unwrap()[0].state, "backoff");
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_an_outage_past_expiry_the_background_retry_still_happens() {
+    let (engine, script, clock) = setup(100.0, spec());
+    engine.token(None, MIN).await.unwrap();
+    script.plan(&vec![Outcome::Transient(None); 1000]);
+    // the outage outlasts the token: the failure after expiry drops it
+    advance(150.0).await;
+    let failures = script.count() - 1;
+    assert!(failures >= 2, "the refresher kept trying: {failures}");
+    assert_eq!(engine.status(None).unwrap()[0].expires_at, None);
+    // the issuer recovers; nobody calls, yet the refresher (in use within the
+    // idle timeout) gets a token within one backoff step (at most the cap)
+    script.clear();
+    let mut fresh = false;
+    for _ in 0..400 {
+        if engine.status(None).unwrap()[0].state == "fresh" {
+            fresh = true;
+            break;
+        }
+        advance(1.0).await;
+    }
+    assert!(
+        fresh,
+        "no background retry after the outage: {:?}",
+        script.calls()
+    );
+    let served = script.count();
+    let t = engine.token(None, MIN).await.unwrap();
+    assert!(t.expires_at as f64 - clock.now() >= 60.0);
+    assert_eq!(script.count(), served, "served from the new cached token");
 }
 
 #[tokio::test(start_paused = true)]
@@ -370,6 +408,25 @@ async fn unknown_and_missing_default_profiles() {
         engine.remove("p").unwrap_err().code,
         ErrorCode::UnknownProfile
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_profile_is_the_default_two_need_default_profile() {
+    let clock = Clock::tokio(T0);
+    let script = Script::new(&clock, 900.0);
+    let mut one = config(vec![profile("solo", spec())]);
+    one.default_profile = None;
+    let engine = Engine::with_source(one, script.clone(), clock.clone());
+    assert_eq!(engine.default_profile().as_deref(), Some("solo"));
+    assert_eq!(engine.token(None, MIN).await.unwrap().profile, "solo");
+
+    let mut two = config(vec![profile("a", spec()), profile("b", spec())]);
+    two.default_profile = None;
+    let engine = Engine::with_source(two, script, clock);
+    assert_eq!(engine.default_profile(), None);
+    let e = engine.token(None, MIN).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownProfile);
+    assert!(e.message.contains("known profiles: a, b"), "{}", e.message);
 }
 
 #[tokio::test(start_paused = true)]

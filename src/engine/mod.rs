@@ -335,8 +335,16 @@ impl Engine {
         }
         p.default = match config.default_profile {
             Some(d) => Some(d),
-            // keep a default that still exists (e.g. a profile added at runtime)
-            None => p.default.take().filter(|d| p.map.contains_key(d)),
+            // keep a default that still exists (e.g. a profile added at
+            // runtime); a lone profile is the default without saying so
+            None => p
+                .default
+                .take()
+                .filter(|d| p.map.contains_key(d))
+                .or_else(|| match p.map.keys().collect::<Vec<_>>()[..] {
+                    [only] => Some(only.clone()),
+                    _ => None,
+                }),
         };
         reply.unchanged.sort();
         reply

@@ -527,9 +527,11 @@ async fn write_token_file(entry: &Arc<Entry>) {
         }
     };
     let shown = path.display().to_string();
-    let result = tokio::task::spawn_blocking(move || write_atomically(&path, token.expose()))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    let result = tokio::task::spawn_blocking(move || {
+        crate::atomic::replace_file(&path, token.expose().as_bytes(), 0o600)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
     let mut st = entry.lock();
     match result {
         Ok(()) => st.token_file_error = None,
@@ -539,34 +541,4 @@ async fn write_token_file(entry: &Arc<Entry>) {
             st.token_file_error = Some(msg);
         }
     }
-}
-
-fn write_atomically(path: &std::path::Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("the path has no directory"))?;
-    let base = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{:08x}.tmp",
-        base.to_string_lossy(),
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let result = (|| {
-        let mut f = opts.open(&tmp)?;
-        f.write_all(contents.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
