@@ -114,6 +114,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(1);
+    let mut busy_log = BusyLog::default();
     tokio::pin!(shutdown);
     tracing::debug!(max_connections = max, "serving");
 
@@ -133,10 +134,7 @@ pub async fn run(
                         tasks.spawn(connection(stream, shared.clone(), stop_rx.clone(), permit));
                     }
                     Err(_) => {
-                        tracing::warn!(
-                            max_connections = max,
-                            "connection refused: too many connections"
-                        );
+                        busy_log.refused(max);
                         let e = WireError::new(
                             ErrorCode::Busy,
                             format!("the daemon is serving {max} connections; try again shortly"),
@@ -177,6 +175,34 @@ pub async fn run(
     }
     tracing::debug!("server stopped");
     Ok(())
+}
+
+/// Warnings about connections refused as `busy`, at most one a second, so a
+/// client reconnecting in a loop cannot flood the log (or fill its file).
+#[derive(Default)]
+struct BusyLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl BusyLog {
+    fn refused(&mut self, max: usize) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            max_connections = max,
+            also_refused = self.suppressed,
+            "connection refused: too many connections"
+        );
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
 }
 
 /// The connection cap actually used: `wanted`, but never more than the open

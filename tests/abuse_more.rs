@@ -130,6 +130,13 @@ fn two_thousand_connections_at_once_are_served_or_told_busy() {
 
     fds_settle(&d, baseline);
     assert_eq!(d.client().call(&json!({"op": "status"}))["ok"], true);
+    // one warning a second, not one per refused connection
+    let warnings = d.stderr().matches("too many connections").count();
+    assert!(
+        (1..=1 + took.as_secs() as usize).contains(&warnings),
+        "{warnings} busy warnings for {} refusals",
+        out.busy
+    );
     assert!(d.stop().success());
 }
 
