@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use authd_support::{Authd, DEADLINE, LineClient, Probe, Spec, ensure_fds, wait_for};
+use authd_support::{Authd, DEADLINE, LineClient, Probe, Spec, ensure_fds, time_left, wait_for};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
@@ -47,7 +47,12 @@ fn flood(socket: &std::path::Path, n: usize) -> (Outcome, Duration) {
         let _ = s.write_all(hello_line());
     }
     let mut out = Outcome::default();
+    // one deadline for all the answers, so a daemon that stopped answering
+    // fails the test instead of costing a timeout per connection
+    let end = Instant::now() + DEADLINE;
     for s in conns.iter() {
+        s.set_read_timeout(Some(time_left(end, "answers to the flood")))
+            .unwrap();
         let mut r = std::io::BufReader::new(s);
         let mut line = String::new();
         match std::io::BufRead::read_line(&mut r, &mut line) {
@@ -235,6 +240,8 @@ fn garbage_streams_get_errors_and_never_stall_others() {
     let probe = Probe::start(&d.socket);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xce_a17);
     let mut replies = 0;
+    // one deadline for the whole loop: a stuck daemon fails the test quickly
+    let end = Instant::now() + 2 * DEADLINE;
     for round in 0..200 {
         let mut c = d.client();
         let len = match round % 10 {
@@ -256,7 +263,7 @@ fn garbage_streams_get_errors_and_never_stall_others() {
         bytes.push(b'\n');
         let _ = c.send_raw(&bytes);
         c.writer.shutdown(std::net::Shutdown::Write).unwrap();
-        let all = c.drain();
+        let all = c.drain_by(end);
         for line in all.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             let v: Value = serde_json::from_slice(line)
                 .unwrap_or_else(|e| panic!("reply is not JSON ({e}): {line:?}"));
@@ -368,8 +375,10 @@ fn hogs_and_floods_keep_memory_bounded_and_others_answered() {
     assert!(lat.max < PROBE_BOUND, "{lat:?}");
     assert!(hwm < 256 << 20, "peak RSS {hwm} bytes");
     // the stalled ones are closed by the line timeout
+    let end = Instant::now() + DEADLINE;
     for s in stalled {
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_read_timeout(Some(time_left(end, "stalled clients to be closed")))
+            .unwrap();
         let mut buf = [0u8; 64];
         let n = std::io::Read::read(&mut &s, &mut buf).unwrap_or(0);
         assert_eq!(n, 0, "a stalled client got {:?}", &buf[..n]);
@@ -386,6 +395,7 @@ fn http_garbage_gets_http_errors_and_never_stalls_others() {
     let probe = Probe::start(&d.socket);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x477);
     let mut statuses = std::collections::BTreeMap::new();
+    let end = Instant::now() + 2 * DEADLINE;
     for round in 0..60 {
         let mut c = d.client();
         let mut bytes: Vec<u8> = match round % 6 {
@@ -415,7 +425,7 @@ fn http_garbage_gets_http_errors_and_never_stalls_others() {
             bytes.extend_from_slice(b"\r\n");
         }
         let _ = c.send_raw(&bytes);
-        let answer = String::from_utf8_lossy(&c.drain()).into_owned();
+        let answer = String::from_utf8_lossy(&c.drain_by(end)).into_owned();
         let status = answer
             .strip_prefix("HTTP/1.1 ")
             .and_then(|r| r.get(..3))
@@ -478,8 +488,10 @@ fn a_thousand_partial_lines_at_the_cap_keep_memory_bounded() {
         "peak RSS {hwm} bytes"
     );
     // the line timeout closes them all
+    let end = Instant::now() + DEADLINE;
     for s in conns {
-        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_read_timeout(Some(time_left(end, "partial lines to be closed")))
+            .unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(std::io::Read::read(&mut &s, &mut buf).unwrap_or(0), 0);
     }

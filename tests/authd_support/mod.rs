@@ -18,6 +18,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_ce-authd");
 /// How long any single wait in a test may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
+/// Time left until `end`, for one blocking step of a loop that must finish by
+/// then as a whole; fails the test (instead of waiting on) once it has passed.
+pub fn time_left(end: Instant, what: &str) -> Duration {
+    let left = end.saturating_duration_since(Instant::now());
+    assert!(!left.is_zero(), "timed out: {what}");
+    left
+}
+
 /// Polls `f` until it returns `Some` or the deadline passes.
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let end = Instant::now() + DEADLINE;
@@ -258,11 +266,22 @@ impl LineClient {
         self.recv()
     }
 
-    /// Reads until EOF (bounded by the read timeout); returns what came.
-    pub fn drain(&mut self) -> Vec<u8> {
+    /// Reads until EOF, each read bounded by what is left until `end`; returns what came.
+    pub fn drain_by(&mut self, end: Instant) -> Vec<u8> {
         let mut all = Vec::new();
-        let _ = self.reader.read_to_end(&mut all);
-        all
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            let left = time_left(end, "the daemon to finish answering and close");
+            self.reader.get_ref().set_read_timeout(Some(left)).unwrap();
+            match self.reader.read(&mut chunk) {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // a reset after the daemon closed on unread input ends the stream too
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
+                Err(e) => panic!("reading until close: {e}"),
+            }
+        }
     }
 }
 
@@ -336,22 +355,28 @@ impl Probe {
     }
 }
 
-/// Makes sure this process may open `n` more descriptors, raising the soft
-/// limit if the hard one allows; false when it cannot.
+/// Makes sure this process may open `n` more descriptors (tests of one file
+/// run in parallel, so the soft limit is raised as far as allowed, not just
+/// to `n`); false when the hard limit is too low.
 pub fn ensure_fds(n: u64) -> bool {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let l = getrlimit(Resource::Nofile);
     let want = n + 200;
-    if l.current.is_none_or(|c| c >= want) {
+    let roomy = want.max(16 * 1024);
+    if l.current.is_none_or(|c| c >= roomy) {
         return true;
     }
     if l.maximum.is_some_and(|h| h < want) {
         return false;
     }
+    let target = l.maximum.map_or(roomy, |h| h.min(roomy));
+    if l.current.is_some_and(|c| c >= target) {
+        return true;
+    }
     setrlimit(
         Resource::Nofile,
         Rlimit {
-            current: Some(want),
+            current: Some(target),
             maximum: l.maximum,
         },
     )
