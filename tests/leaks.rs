@@ -339,3 +339,36 @@ fn the_socket_directory_and_socket_are_private() {
         assert!(!run.join("agent.sock").exists());
     }
 }
+
+#[test]
+fn ce_auth_status_shows_the_daemons_hardening() {
+    let d = Authd::start(Spec::default());
+    let status = d.client().call(&json!({"op": "status"}));
+    assert_eq!(status["dumpable"], false, "{status}");
+    let locked = status["memory_locked"].as_bool().expect("memory_locked");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ce-auth"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", d.dir.path())
+        .env("CE_AUTH_NO_AUTOSTART", "1")
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = stdout.lines().next().unwrap_or_default();
+    assert!(header.ends_with(", not dumpable"), "{header}");
+    let memory = if locked {
+        "memory locked"
+    } else {
+        "memory not locked"
+    };
+    assert!(header.contains(memory), "{header}");
+    assert!(d.stop().success());
+}
