@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use zeroize::Zeroize;
@@ -21,7 +21,7 @@ use crate::engine::Engine;
 use crate::handler;
 use crate::ipc::{self, Stream};
 use crate::protocol::{ErrorCode, MAX_LINE, WireError};
-use crate::wire::{AsyncLines, FrameError};
+use crate::wire::{AsyncLines, FrameError, ZeroingReader};
 
 /// Connections served at once when `max_connections` is not set.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -259,7 +259,8 @@ async fn connection(
     };
     tracing::debug!(uid, "connection accepted");
 
-    let mut reader = BufReader::with_capacity(8 * 1024, &stream);
+    // requests may carry secrets (add, login): bytes are zeroed once consumed
+    let mut reader = ZeroingReader::new(&stream);
     // peek at the first bytes: a JSON line starts with `{`, HTTP with a method name
     let first = tokio::select! {
         _ = stop.wait_for(|s| *s) => return,
@@ -335,8 +336,10 @@ async fn flush(stream: &Stream, out: &mut Vec<u8>, timeout: Duration) -> bool {
         tokio::time::timeout(timeout, w.write_all(out)).await,
         Ok(Ok(()))
     );
-    // replies carry tokens; zero them rather than leave them in spare capacity
-    out.zeroize();
+    // replies carry tokens: zero what was written (earlier, longer contents
+    // were zeroed by the flushes that wrote them)
+    out.as_mut_slice().zeroize();
+    out.clear();
     ok
 }
 
@@ -348,7 +351,7 @@ mod http {
     /// Reads one request head (at most [`MAX_LINE`] bytes), answers it, and returns.
     pub(super) async fn serve(
         stream: &Stream,
-        reader: &mut BufReader<&Stream>,
+        reader: &mut ZeroingReader<&Stream>,
         shared: &Shared,
         limits: Limits,
     ) {

@@ -141,9 +141,13 @@ impl Drop for LineBuf {
 }
 
 /// A buffered reader that zeroes bytes as soon as they are consumed and its
-/// whole buffer on drop, for streams that carry secrets (the client reading
-/// `token` replies). `std::io::BufReader` would keep the last replies in its
-/// buffer until it is freed, and free it without zeroing.
+/// whole buffer on drop, for streams that carry secrets: the client reading
+/// `token` replies, the daemon reading `add` and `login` requests. A
+/// `BufReader` would keep the last lines in its buffer until it is freed, and
+/// free it without zeroing.
+///
+/// It is a `std::io::BufRead` over a `Read` and a tokio `AsyncBufRead` over an
+/// `AsyncRead`.
 pub struct ZeroingReader<R> {
     inner: R,
     buf: Box<[u8]>,
@@ -176,6 +180,64 @@ impl<R> ZeroingReader<R> {
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
+
+    /// The bytes read from the stream but not consumed yet.
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf[self.pos..self.filled]
+    }
+
+    fn take(&mut self, amt: usize) {
+        let end = (self.pos + amt).min(self.filled);
+        self.buf[self.pos..end].zeroize();
+        self.pos = end;
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> ZeroingReader<R> {
+    fn poll_fill(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.pos < self.filled {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        self.pos = 0;
+        self.filled = 0;
+        let mut rb = tokio::io::ReadBuf::new(&mut self.buf);
+        std::task::ready!(std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut rb))?;
+        self.filled = rb.filled().len();
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ZeroingReader<R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_fill(cx))?;
+        let n = out.remaining().min(this.filled - this.pos);
+        out.put_slice(&this.buf[this.pos..this.pos + n]);
+        this.take(n);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> AsyncBufRead for ZeroingReader<R> {
+    fn poll_fill_buf(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<&[u8]>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_fill(cx))?;
+        std::task::Poll::Ready(Ok(&this.buf[this.pos..this.filled]))
+    }
+
+    fn consume(self: std::pin::Pin<&mut Self>, amt: usize) {
+        self.get_mut().take(amt);
+    }
 }
 
 impl<R: std::io::Read> std::io::Read for ZeroingReader<R> {
@@ -199,9 +261,7 @@ impl<R: std::io::Read> BufRead for ZeroingReader<R> {
     }
 
     fn consume(&mut self, amt: usize) {
-        let end = (self.pos + amt).min(self.filled);
-        self.buf[self.pos..end].zeroize();
-        self.pos = end;
+        self.take(amt);
     }
 }
 
@@ -373,6 +433,14 @@ impl<S: tokio::io::AsyncRead> AsyncLines<tokio::io::BufReader<S>> {
     }
 }
 
+impl<S> AsyncLines<ZeroingReader<S>> {
+    /// Whether a complete line is already buffered, so it can be answered
+    /// without waiting: replies to pipelined requests are flushed once per batch.
+    pub fn has_buffered_line(&self) -> bool {
+        self.inner.buffer().contains(&b'\n')
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -479,6 +547,29 @@ mod tests {
         r.read_to_end(&mut out).unwrap();
         assert_eq!(out, b"secret-bytes");
         assert!(r.buf.iter().all(|&b| b == 0));
+    }
+
+    #[tokio::test]
+    async fn zeroing_reader_serves_async_lines_and_zeroes_them() {
+        use tokio::io::AsyncWriteExt;
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut lines = AsyncLines::new(ZeroingReader::with_capacity(16, server));
+        client
+            .write_all(b"{\"op\":\"add\",\"secret\":\"s3cr3t\"}\n{\"op\":\"status\"}\n")
+            .await
+            .unwrap();
+        drop(client);
+        assert_eq!(
+            lines.read_line().await.unwrap().unwrap(),
+            b"{\"op\":\"add\",\"secret\":\"s3cr3t\"}"
+        );
+        assert_eq!(
+            lines.read_line().await.unwrap().unwrap(),
+            b"{\"op\":\"status\"}"
+        );
+        assert!(!lines.has_buffered_line());
+        assert!(lines.read_line().await.unwrap().is_none());
+        assert!(lines.get_ref().buf.iter().all(|&b| b == 0));
     }
 
     #[test]
