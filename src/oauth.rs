@@ -91,7 +91,9 @@ pub enum ExpirySource {
 /// else `expires_at`, else the access token's JWT `exp` (read unverified, for
 /// scheduling only), else the configured default lifetime. A source giving a
 /// lifetime of a year or more is ignored as nonsense (the next one is used);
-/// one giving an expiry at or before the request time is an error.
+/// the first source giving an expiry at or before the request time is an
+/// error. A later source with an earlier expiry still in the future lowers it,
+/// so a token is never believed to outlive its own `exp`.
 #[derive(Debug, Clone)]
 pub struct Token {
     pub access_token: Secret,
@@ -550,7 +552,7 @@ pub fn parse_token(
         (ExpirySource::ExpiresAt, number("expires_at")?),
         (ExpirySource::JwtExp, jwt_exp(access_token.expose())),
     ];
-    let mut chosen = None;
+    let mut chosen: Option<(ExpirySource, f64)> = None;
     for (source, expiry) in candidates {
         let Some(expiry) = expiry else { continue };
         if !expiry.is_finite() || expiry - sent_at >= absurd {
@@ -560,14 +562,26 @@ pub fn parse_token(
             );
             continue;
         }
-        if expiry.floor() <= sent_at {
-            return Err(TokenError::transient(format!(
-                "{url}: the issuer returned a token that has already expired ({source:?} gives {:.0} s)",
-                expiry - sent_at
-            )));
+        match chosen {
+            None if expiry.floor() <= sent_at => {
+                return Err(TokenError::transient(format!(
+                    "{url}: the issuer returned a token that has already expired ({source:?} gives {:.0} s)",
+                    expiry - sent_at
+                )));
+            }
+            None => chosen = Some((source, expiry)),
+            // a later source may only bring the expiry forward: a token must
+            // never be believed to outlive its own `exp`. One already past is
+            // clock skew between us and the issuer, not news about the token.
+            Some((_, current)) if expiry < current && expiry.floor() > sent_at => {
+                tracing::debug!(
+                    "{url}: {source:?} gives an earlier expiry ({:.0} s) than the first source",
+                    expiry - sent_at
+                );
+                chosen = Some((source, expiry));
+            }
+            Some(_) => {}
         }
-        chosen = Some((source, expiry));
-        break;
     }
     let (expiry_source, expiry) = chosen.unwrap_or((
         ExpirySource::Default,
@@ -731,6 +745,37 @@ mod tests {
         );
         let t = parse(r#"{"access_token":"a","expires_in":1e12}"#).unwrap();
         assert_eq!(t.expiry_source, ExpirySource::Default);
+    }
+
+    #[test]
+    fn a_later_source_only_brings_the_expiry_forward() {
+        // months of expires_in (under the implausibility limit) for a token
+        // whose own exp says ten minutes: the exp wins
+        let body = format!(
+            r#"{{"access_token":"{}","expires_in":9000000,"expires_at":9001000}}"#,
+            jwt_with_exp(1600)
+        );
+        let t = parse(&body).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1600, ExpirySource::JwtExp)
+        );
+        // an expires_at before expires_in's expiry wins too
+        let t = parse(r#"{"access_token":"a","expires_in":900,"expires_at":1500}"#).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1500, ExpirySource::ExpiresAt)
+        );
+        // a later source already past is clock skew: ignored, not an error
+        let body = format!(
+            r#"{{"access_token":"{}","expires_in":900,"expires_at":990}}"#,
+            jwt_with_exp(10)
+        );
+        let t = parse(&body).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1900, ExpirySource::ExpiresIn)
+        );
     }
 
     #[test]
