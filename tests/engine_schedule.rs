@@ -291,7 +291,9 @@ async fn unmet_min_ttl_during_outage_is_a_bounded_error_never_a_stale_token() {
     let (engine, script, clock) = setup(100.0, spec());
     engine.token(None, Duration::from_secs(10)).await.unwrap();
     script.plan(&vec![Outcome::Transient(None); 1000]);
-    advance(75.0).await;
+    // 55 s left: short of MIN, yet more than the longest wait (36 s) plus the
+    // 5 s asked for next, whatever the jitter makes that wait
+    advance(45.0).await;
     let start = tokio::time::Instant::now();
     let e = engine.token(None, MIN).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::IssuerUnavailable, "{}", e.message);
@@ -370,6 +372,32 @@ async fn unknown_and_missing_default_profiles() {
         engine.remove("p").unwrap_err().code,
         ErrorCode::UnknownProfile
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_profile_is_the_default_without_default_profile() {
+    // as docs/CONFIG.md says: `default_profile` is optional with one profile
+    let clock = Clock::tokio(T0);
+    let script = Script::new(&clock, 900.0);
+    let engine = Engine::with_source(
+        Config {
+            default_profile: None,
+            profiles: BTreeMap::from([("a".to_string(), profile("a", spec()))]),
+            ..Config::default()
+        },
+        script.clone(),
+        clock,
+    );
+    assert_eq!(engine.default_profile().as_deref(), Some("a"));
+    assert_eq!(engine.token(None, MIN).await.unwrap().profile, "a");
+    // a second profile makes the choice ambiguous: name one or set a default
+    engine.add(profile("b", spec()), false).unwrap();
+    assert_eq!(engine.default_profile(), None);
+    let e = engine.token(None, MIN).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::UnknownProfile);
+    assert!(e.message.contains("no default_profile"), "{}", e.message);
+    engine.remove("a").unwrap();
+    assert_eq!(engine.token(None, MIN).await.unwrap().profile, "b");
 }
 
 #[tokio::test(start_paused = true)]
