@@ -17,7 +17,9 @@ mod faults_support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ce_auth::config::ProfileSpec;
 use ce_auth::engine::Engine;
+use ce_auth::engine::schedule::PERMANENT_RETRY;
 use ce_auth::issuer::Fault;
 use ce_auth::protocol::ErrorCode;
 use faults_support::*;
@@ -99,12 +101,12 @@ fn engine_for(url: &str, client_id: &str, secret: &str) -> Arc<Engine> {
     Engine::new(config(spec(url, client_id, TIMEOUT), secret))
 }
 
-/// A transient outage of about `outage` seconds that starts at a token's
-/// first refresh (a tenth into its 6 s life) and, by the time it ends, may
-/// have outlived it.
-async fn transient_outage(kind: Kind, outage: f64) -> Report {
+/// A transient outage of `outage` seconds that starts at a token's first
+/// refresh (a tenth into its `lifetime`) and, by the time it ends, may have
+/// outlived it.
+async fn transient_outage(kind: Kind, outage: f64, lifetime: u64) -> Report {
     let name = kind.name;
-    let iss = issuer(6, 0).await;
+    let iss = issuer(lifetime, 0).await;
     let engine = engine_for(&iss.token_url(), CLIENT_ID, CLIENT_SECRET);
     let first = engine
         .token(None, Duration::from_secs(1))
@@ -179,9 +181,18 @@ async fn transient_outage(kind: Kind, outage: f64) -> Report {
         seen.states.contains("backoff"),
         "{name}: status never said backoff: {seen:?}"
     );
+    if start + outage > first.expires_at as f64 + 1.0 {
+        // past expiry callers were told the issuer is unavailable (or kept
+        // waiting), never handed the expired token
+        assert!(
+            !seen.errors.is_empty(),
+            "{name}: no caller noticed the gap: {seen:?}"
+        );
+    }
     Report {
         name: name.to_string(),
-        outage: span,
+        outage: back - start,
+        span,
         requests: u64::from(n),
         bound,
         recovery,
@@ -192,14 +203,381 @@ async fn transient_outage(kind: Kind, outage: f64) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_ridden_out_within_the_backoff_schedule() {
+    // 3.5 s outages inside a 6 s token's life
     let scenarios = transient_kinds()
         .into_iter()
-        .map(|k| {
-            let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Report> + Send>> =
-                Box::pin(transient_outage(k.clone(), 3.5));
-            (k.name.to_string(), fut)
-        })
+        .map(|k| scenario(k.name, transient_outage(k.clone(), 3.5, 6)))
         .collect();
     let reports = run_all(scenarios).await;
     assert_eq!(reports.len(), transient_kinds().len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_faults_past_expiry_never_serve_the_expired_token() {
+    // 4.5 s outages, 3 s tokens: callers meet the gap
+    let kinds: Vec<Kind> = transient_kinds()
+        .into_iter()
+        .filter(|k| ["503 storm", "hang", "TCP reset", "truncated JSON"].contains(&k.name))
+        .collect();
+    let scenarios = kinds
+        .iter()
+        .map(|k| {
+            let k = Kind {
+                name: Box::leak(format!("{} past expiry", k.name).into_boxed_str()),
+                ..k.clone()
+            };
+            scenario(k.name, transient_outage(k.clone(), 4.5, 3))
+        })
+        .collect();
+    run_all(scenarios).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_outage_past_expiry_the_background_retry_still_happens() {
+    // nobody asks for a token once the outage starts: only the background
+    // refresher can bring one back, so the outcome does not hang on how long
+    // some caller happens to wait
+    let iss = issuer(3, 0).await;
+    let engine = engine_for(&iss.token_url(), CLIENT_ID, CLIENT_SECRET);
+    let first = engine.token(None, Duration::from_secs(1)).await.unwrap();
+    iss.inject(status_fault(503, None), 1_000_000);
+    let expect = Expect {
+        name: "outage past expiry, no callers".into(),
+        codes: vec![],
+        error_text: "503".into(),
+        retry_after: 0.0,
+    };
+    // the token expires in the outage, and a failure after that drops it
+    let st = wait_for("a failed attempt after the token expired", || {
+        let t = now();
+        let st = status(&engine);
+        check_status(&expect.name, &st, t, &expect);
+        let failed = faulted(&iss.token_requests());
+        let after = failed.iter().any(|&a| a > first.expires_at as f64);
+        (after && st.failed == failed.len() as u64 && st.state == "backoff").then_some(st)
+    })
+    .await;
+    assert_eq!(
+        st.expires_at, None,
+        "an expired token shown as held: {st:?}"
+    );
+    iss.clear_faults();
+    let back = now();
+    let st = wait_for("the background retry to bring a token", || {
+        let t = now();
+        let st = status(&engine);
+        check_status(&expect.name, &st, t, &expect);
+        (st.refreshed == 2).then_some(st)
+    })
+    .await;
+    let log = iss.token_requests();
+    let recovered = clean(&log)[1];
+    let n = faulted(&log).len() as u32;
+    let step = step_bound(n, 0.0);
+    assert!(
+        recovered - back <= step + SLACK,
+        "recovery took {:.2} s; one step is {step} s",
+        recovered - back
+    );
+    assert_eq!(st.state, "fresh", "{st:?}");
+    assert_eq!(st.served, 1, "no caller asked during the outage: {st:?}");
+    let t = engine.token(None, Duration::from_secs(1)).await.unwrap();
+    assert!(t.expires_at > first.expires_at);
+    assert!(t.expires_at as f64 - now() >= 1.0);
+    println!(
+        "outage past expiry, no callers: {n} failed requests, recovery {:.2} s (step {step} s)",
+        recovered - back
+    );
+    engine.shutdown().await;
+}
+
+/// A permanent refusal in the middle of a token's life, then the way back:
+/// `fault` sets it up, `recover` undoes it and gets a token.
+async fn permanent_fault(
+    name: &'static str,
+    error_text: &'static str,
+    fault: impl FnOnce(&ce_auth::issuer::Issuer),
+    recover: impl AsyncFnOnce(&ce_auth::issuer::Issuer, &Engine),
+) -> Report {
+    let iss = issuer(4, 0).await;
+    let engine = engine_for(&iss.token_url(), CLIENT_ID, CLIENT_SECRET);
+    let first = engine.token(None, Duration::from_secs(1)).await.unwrap();
+    fault(&iss);
+    let watcher = Watcher::start(
+        Arc::clone(&engine),
+        Expect {
+            name: name.to_string(),
+            codes: vec![ErrorCode::CredentialsRejected],
+            error_text: error_text.to_string(),
+            retry_after: 0.0,
+        },
+    );
+    let st = wait_for("the refusal", || {
+        let st = status(&engine);
+        (st.state == "failed").then_some(st)
+    })
+    .await;
+    // the refused refresh came a tenth into the token's life: the token is
+    // still good and still served
+    assert!(st.expires_at.is_some(), "{name}: {st:?}");
+    let failed_at = secs(iss.token_requests()[1].at);
+    let next = st.next_refresh.expect("a next attempt") as f64;
+    assert!(
+        (next - failed_at - PERMANENT_RETRY).abs() <= 1.5,
+        "{name}: next attempt {:.0} s after the refusal, not {PERMANENT_RETRY}",
+        next - failed_at
+    );
+    // watch past the token's expiry
+    sleep_until(first.expires_at as f64 + 1.5).await;
+    let requests = iss.token_requests().len() as u64 - 1;
+    let outage = now() - failed_at;
+    let bound = 1 + (outage / PERMANENT_RETRY).floor() as u64;
+    assert!(
+        requests <= bound,
+        "{name}: {requests} requests in {outage:.1} s after a permanent refusal"
+    );
+    let st = status(&engine);
+    assert_eq!(
+        (st.state.as_str(), st.expires_at),
+        ("failed", None),
+        "{name}: {st:?}"
+    );
+    let seen = watcher.finish().await;
+    assert!(
+        seen.expiries.contains(&first.expires_at),
+        "{name}: {seen:?}"
+    );
+    assert!(
+        seen.errors.contains_key("CredentialsRejected") && !seen.errors.contains_key("wait"),
+        "{name}: after expiry callers are refused at once: {seen:?}"
+    );
+    let back = now();
+    recover(&iss, &engine).await;
+    let recovery = now() - back;
+    let st = status(&engine);
+    assert_eq!(st.state, "fresh", "{name}: {st:?}");
+    assert_eq!(
+        iss.token_requests().len() as u64,
+        2 + requests,
+        "{name}: one request brings service back"
+    );
+    engine.shutdown().await;
+    Report {
+        name: name.to_string(),
+        outage,
+        span: outage,
+        requests,
+        bound,
+        recovery,
+        recovery_bound: 0.0,
+        served: seen.served,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_refusals_keep_the_valid_token_and_stop_asking() {
+    let mac = scenario(
+        "token_type mac (refresh to recover)",
+        permanent_fault(
+            "token_type mac (refresh to recover)",
+            "token_type",
+            |iss| iss.inject(Fault::Override(json!({"token_type": "mac"})), 1_000_000),
+            async |iss, engine| {
+                iss.clear_faults();
+                let t = engine.refresh(None).await.expect("refresh after the fix");
+                assert!(t.expires_at as f64 - now() >= 1.0);
+            },
+        ),
+    );
+    let revoked = scenario(
+        "invalid_client mid-life (new secret, reload)",
+        permanent_fault(
+            "invalid_client mid-life (new secret, reload)",
+            "invalid_client",
+            |iss| assert!(iss.revoke_client(CLIENT_ID)),
+            async |iss, engine| {
+                let r = engine.reload(config(
+                    spec(&iss.token_url(), CLIENT2_ID, TIMEOUT),
+                    CLIENT2_SECRET,
+                ));
+                assert_eq!(r.changed, [PROFILE]);
+                let t = engine
+                    .token(None, Duration::from_secs(1))
+                    .await
+                    .expect("a token with the new client");
+                assert!(t.expires_at as f64 - now() >= 1.0);
+            },
+        ),
+    );
+    run_all(vec![mac, revoked]).await;
+}
+
+/// Token answers whose expiry fields are odd but which carry a good token:
+/// over two token lifetimes, nothing served outlives its JWT `exp`.
+async fn odd_expiry(name: &'static str, fault: Fault) -> Report {
+    let iss = issuer(3, 0).await;
+    iss.inject(fault, 1_000_000);
+    // refreshing at half of each token's life, as a real profile would
+    let s = ProfileSpec {
+        refresh_fraction: Some(vec![0.5, 0.5]),
+        ..spec(&iss.token_url(), CLIENT_ID, TIMEOUT)
+    };
+    let engine = Engine::new(config(s, CLIENT_SECRET));
+    let watcher = Watcher::start(
+        Arc::clone(&engine),
+        Expect {
+            name: name.to_string(),
+            codes: vec![],
+            error_text: String::new(),
+            retry_after: 0.0,
+        },
+    );
+    let started = now();
+    wait_for("a first token", || {
+        (status(&engine).refreshed >= 1).then_some(())
+    })
+    .await;
+    sleep_until(started + 6.5).await;
+    let seen = watcher.finish().await;
+    let st = status(&engine);
+    engine.shutdown().await;
+    assert_eq!(st.failed, 0, "{name}: {st:?}");
+    assert!(
+        seen.expiries.len() >= 2,
+        "{name}: tokens were not renewed in time: {seen:?}"
+    );
+    assert!(seen.errors.is_empty(), "{name}: {seen:?}");
+    Report {
+        name: name.to_string(),
+        outage: 0.0,
+        span: 0.0,
+        requests: iss.token_requests().len() as u64,
+        bound: 0,
+        recovery: 0.0,
+        recovery_bound: 0.0,
+        served: seen.served,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_expiry_fields_never_outlive_the_token() {
+    let months = now() + 2.0e7;
+    run_all(vec![
+        scenario(
+            "expires_in absent",
+            odd_expiry(
+                "expires_in absent",
+                Fault::MissingField("expires_in".into()),
+            ),
+        ),
+        scenario(
+            "expires_in absurd (1e12 s)",
+            odd_expiry(
+                "expires_in absurd (1e12 s)",
+                Fault::Override(json!({"expires_in": 1e12})),
+            ),
+        ),
+        scenario(
+            "expires_in and expires_at months away",
+            odd_expiry(
+                "expires_in and expires_at months away",
+                Fault::Override(json!({"expires_in": 2.0e7, "expires_at": months as i64})),
+            ),
+        ),
+        scenario(
+            "no expires_in, no expires_at",
+            odd_expiry(
+                "no expires_in, no expires_at",
+                Fault::Override(json!({"expires_in": null, "expires_at": null})),
+            ),
+        ),
+        scenario(
+            "token_type Bearer",
+            odd_expiry(
+                "token_type Bearer",
+                Fault::Override(json!({"token_type": "Bearer"})),
+            ),
+        ),
+    ])
+    .await;
+}
+
+/// The issuer stops for `down` seconds and comes back on the same port with
+/// a new signing key.
+async fn restart(name: &'static str, lifetime: u64, down: f64) -> Report {
+    let iss = issuer(lifetime, 0).await;
+    let port = iss.local_addr().port();
+    let url = iss.token_url();
+    let engine = engine_for(&url, CLIENT_ID, CLIENT_SECRET);
+    let first = engine.token(None, Duration::from_secs(1)).await.unwrap();
+    let kid = |t: &str| jwt_claim(t, true, "kid").expect("a kid");
+    let first_kid = kid(first.access_token.expose());
+    let watcher = Watcher::start(
+        Arc::clone(&engine),
+        Expect {
+            name: name.to_string(),
+            codes: vec![ErrorCode::IssuerUnavailable],
+            // connection refused, or a pooled connection closed under it
+            error_text: url.clone(),
+            retry_after: 0.0,
+        },
+    );
+    iss.shutdown().await;
+    let down_at = now();
+    sleep_until(down_at + down).await;
+    let iss = issuer(lifetime, port).await;
+    let back = now();
+    let st = wait_for("a token from the new issuer", || {
+        let st = status(&engine);
+        (st.refreshed >= 2).then_some(st)
+    })
+    .await;
+    let recovered = secs(iss.token_requests()[0].at);
+    let seen = watcher.finish().await;
+    let t = engine.token(None, Duration::from_secs(1)).await.unwrap();
+    assert_ne!(kid(t.access_token.expose()), first_kid, "{name}: same key");
+    engine.shutdown().await;
+    // the issuer was down: the engine's own count is all there is
+    let n = st.failed;
+    let span = back - down_at;
+    let bound = max_requests(span, 0.0, 0.0);
+    assert!(
+        (1..=bound).contains(&n),
+        "{name}: {n} failed attempts in {span:.2} s down; the schedule allows {bound}"
+    );
+    let step = step_bound(n as u32, 0.0);
+    let recovery = recovered - back;
+    assert!(
+        recovery <= step + SLACK,
+        "{name}: recovery {recovery:.2} s; one step is {step} s"
+    );
+    assert!(
+        seen.expiries.contains(&first.expires_at),
+        "{name}: {seen:?}"
+    );
+    Report {
+        name: name.to_string(),
+        outage: span,
+        span,
+        requests: n,
+        bound,
+        recovery,
+        recovery_bound: step,
+        served: seen.served,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_restart_with_a_new_signing_key() {
+    run_all(vec![
+        scenario(
+            "restart, 3 s down, 6 s token",
+            restart("restart, 3 s down, 6 s token", 6, 3.0),
+        ),
+        scenario(
+            "restart, 4.5 s down, 3 s token",
+            restart("restart, 4.5 s down, 3 s token", 3, 4.5),
+        ),
+    ])
+    .await;
 }

@@ -377,8 +377,10 @@ pub fn check_status(name: &str, st: &ProfileStatus, t: f64, x: &Expect) {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub name: String,
-    /// Seconds from the first to the last failed request.
+    /// Seconds from the first failed request until the issuer was back.
     pub outage: f64,
+    /// Seconds from the first to the last failed request (the bound's basis).
+    pub span: f64,
     /// Failed requests seen by the issuer (or the engine when the issuer was down).
     pub requests: u64,
     /// The most the backoff schedule allows for that outage.
@@ -393,16 +395,17 @@ pub struct Report {
 impl Report {
     pub fn header() -> String {
         format!(
-            "{:<34} {:>8} {:>9} {:>6} {:>10} {:>10} {:>7}",
-            "fault", "outage s", "requests", "bound", "recovery s", "step s", "served"
+            "{:<46} {:>8} {:>6} {:>9} {:>6} {:>10} {:>7} {:>7}",
+            "fault", "outage s", "span s", "requests", "bound", "recovery s", "step s", "served"
         )
     }
 
     pub fn line(&self) -> String {
         format!(
-            "{:<34} {:>8.2} {:>9} {:>6} {:>10.2} {:>10.2} {:>7}",
+            "{:<46} {:>8.2} {:>6.2} {:>9} {:>6} {:>10.2} {:>7.2} {:>7}",
             self.name,
             self.outage,
+            self.span,
             self.requests,
             self.bound,
             self.recovery,
@@ -412,14 +415,23 @@ impl Report {
     }
 }
 
+/// A named scenario, ready to run.
+pub type Scenario = (
+    String,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Report> + Send>>,
+);
+
+/// A scenario from a name and a future.
+pub fn scenario(
+    name: &str,
+    fut: impl std::future::Future<Output = Report> + Send + 'static,
+) -> Scenario {
+    (name.to_string(), Box::pin(fut))
+}
+
 /// Runs scenarios at once (they mostly wait), prints the summary, and fails
 /// with every scenario's failure.
-pub async fn run_all(
-    scenarios: Vec<(
-        String,
-        std::pin::Pin<Box<dyn std::future::Future<Output = Report> + Send>>,
-    )>,
-) -> Vec<Report> {
+pub async fn run_all(scenarios: Vec<Scenario>) -> Vec<Report> {
     let handles: Vec<_> = scenarios
         .into_iter()
         .map(|(name, fut)| (name, tokio::spawn(fut)))
