@@ -573,7 +573,8 @@ pub fn parse_token(
             // a later source may only bring the expiry forward: a token must
             // never be believed to outlive its own `exp`. One already past is
             // clock skew between us and the issuer, not news about the token.
-            Some((_, current)) if expiry < current && expiry.floor() > sent_at => {
+            // (compared in whole seconds, as kept: agreeing sources keep their order)
+            Some((_, current)) if expiry.floor() < current.floor() && expiry.floor() > sent_at => {
                 tracing::debug!(
                     "{url}: {source:?} gives an earlier expiry ({:.0} s) than the first source",
                     expiry - sent_at
@@ -765,6 +766,18 @@ mod tests {
         assert_eq!(
             (t.expires_at, t.expiry_source),
             (1500, ExpirySource::ExpiresAt)
+        );
+        // agreeing to the second, the first source stays the source
+        let t = parse_token(
+            br#"{"access_token":"a","expires_in":900,"expires_at":1900}"#,
+            URL,
+            1000.4,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1900, ExpirySource::ExpiresIn)
         );
         // a later source already past is clock skew: ignored, not an error
         let body = format!(
