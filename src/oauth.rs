@@ -454,8 +454,7 @@ fn status_error(
     let retry_after = headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+        .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
     let transient = code == 408 || code == 429 || status.is_server_error();
     let mut reason = String::new();
     if let Some(e) = &oauth_error {
@@ -497,6 +496,21 @@ fn status_error(
         status: Some(code),
         oauth_error,
     }
+}
+
+/// A `Retry-After` value (RFC 9110 §10.2.3): seconds, or an HTTP date, which
+/// counts from `now` (a date already past means "now"). Capped at
+/// [`MAX_RETRY_AFTER`]; `None` when it is neither.
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 /// Parses a successful token response (RFC 6749 §5.1).
@@ -812,6 +826,24 @@ mod tests {
     fn error_messages_never_contain_the_token() {
         let e = parse(r#"{"access_token":"tok-SECRET","token_type":"mac"}"#).unwrap_err();
         assert!(!e.message.contains("tok-SECRET"));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p(" 120 "), Some(Duration::from_secs(120)));
+        // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            p("Sun, 06 Nov 1994 08:51:37 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(p("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(p("99999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("Mon, 06 Nov 1995 08:49:37 GMT"), Some(MAX_RETRY_AFTER));
+        for bad in ["", "soon", "-5", "1.5"] {
+            assert_eq!(p(bad), None, "{bad}");
+        }
     }
 
     #[test]
