@@ -460,7 +460,7 @@ async fn odd_expiry(name: &'static str, fault: Fault) -> Report {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn odd_expiry_fields_never_outlive_the_token() {
+async fn odd_expiry_and_type_fields_never_outlive_the_token() {
     let months = now() + 2.0e7;
     run_all(vec![
         scenario(
@@ -492,10 +492,24 @@ async fn odd_expiry_fields_never_outlive_the_token() {
             ),
         ),
         scenario(
+            "expires_at absent",
+            odd_expiry(
+                "expires_at absent",
+                Fault::MissingField("expires_at".into()),
+            ),
+        ),
+        scenario(
             "token_type Bearer",
             odd_expiry(
                 "token_type Bearer",
                 Fault::Override(json!({"token_type": "Bearer"})),
+            ),
+        ),
+        scenario(
+            "token_type absent",
+            odd_expiry(
+                "token_type absent",
+                Fault::MissingField("token_type".into()),
             ),
         ),
     ])
