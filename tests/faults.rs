@@ -10,8 +10,11 @@
 //! against the backoff schedule (each gap between failed attempts, and their
 //! number for the outage's length, derived from the schedule constants); and
 //! service must resume within one backoff step once the issuer is back.
+//! Scenarios of one kind run at once, each with its own issuer and engine;
+//! one last test does it with the real binaries and `ce-auth status`.
 //! `cargo test --test faults -- --nocapture` prints the figures.
 
+mod client_support;
 mod faults_support;
 
 use std::sync::Arc;
@@ -594,4 +597,49 @@ async fn an_issuer_restart_with_a_new_signing_key() {
         ),
     ])
     .await;
+}
+
+#[test]
+fn the_cli_tells_the_truth_about_an_outage() {
+    // the real binaries: a 15-minute token rides out a 503 storm while
+    // `ce-auth refresh` reports the outage and `status` shows it
+    let w = client_support::World::started();
+    let reply: serde_json::Value = serde_json::from_str(&w.ok(&["token", "--json"])).unwrap();
+    let token = reply["access_token"].as_str().unwrap().to_string();
+    w.issuer.inject(status_fault(503, Some(1)), 1_000_000);
+    let out = w.run(&["refresh"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(ce_auth::protocol::exit::ISSUER_UNAVAILABLE),
+        "{}",
+        client_support::stderr(&out)
+    );
+    assert!(client_support::stderr(&out).contains("503"));
+    assert_eq!(w.token(), token, "the valid token is still served");
+    let st: ce_auth::protocol::StatusReply =
+        serde_json::from_str(&w.ok(&["status", "--json"])).unwrap();
+    let p = &st.profiles[0];
+    assert_eq!(p.state, "backoff", "{p:?}");
+    assert_eq!(p.expires_at, reply["expires_at"].as_i64(), "{p:?}");
+    assert!(p.last_error.as_deref().unwrap_or_default().contains("503"));
+    assert_eq!((p.refreshed, p.failed), (1, 1), "{p:?}");
+    let table = w.ok(&["status"]);
+    assert!(
+        table.contains("backoff") && table.contains("503"),
+        "{table}"
+    );
+
+    w.issuer.clear_faults();
+    let out = w.ok(&["refresh"]);
+    assert!(out.starts_with("refreshed profile dev"), "{out}");
+    let st: ce_auth::protocol::StatusReply =
+        serde_json::from_str(&w.ok(&["status", "--json"])).unwrap();
+    let p = &st.profiles[0];
+    assert_eq!(
+        (p.state.as_str(), p.last_error.as_deref()),
+        ("fresh", None),
+        "{p:?}"
+    );
+    assert_ne!(w.token(), token);
+    assert_eq!(w.issuer.counters().token_requests, 3);
 }
