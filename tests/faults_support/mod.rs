@@ -29,8 +29,10 @@ pub const PROFILE: &str = "p";
 /// The `min_ttl` the watcher asks for.
 pub const MIN_TTL: f64 = 1.0;
 /// Allowance for scheduling and request latency on a loaded machine, on top
-/// of what the backoff schedule allows. Only upper bounds use it.
-pub const SLACK: f64 = 1.5;
+/// of what the backoff schedule allows. Only upper bounds use it. Stalls of
+/// about 2 s were seen with two cores shared by several builds; the exact
+/// schedule is tested with paused time in tests/engine_schedule.rs.
+pub const SLACK: f64 = 2.5;
 /// Resolution of arrival times compared with lower bounds (timer granularity).
 pub const EPSILON: f64 = 0.05;
 /// How long any single wait in these tests may take before it is a failure.
