@@ -382,7 +382,14 @@ fn start_daemon(socket: &Path, autostart: &Autostart) -> Result<Client, ClientEr
     let mut exited: Option<(Instant, std::process::ExitStatus)> = None;
     let last_error = loop {
         let error = match Client::connect(socket) {
-            Ok(client) => return Ok(client),
+            Ok(client) => {
+                // `--daemon` exits once the daemon is ready (or lost a start
+                // race): reap it on the side, so a long-lived caller keeps no zombie
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+                return Ok(client);
+            }
             Err(ClientError::NotRunning { error, .. }) => error,
             Err(other) => return Err(other),
         };

@@ -91,7 +91,9 @@ pub enum ExpirySource {
 /// else `expires_at`, else the access token's JWT `exp` (read unverified, for
 /// scheduling only), else the configured default lifetime. A source giving a
 /// lifetime of a year or more is ignored as nonsense (the next one is used);
-/// one giving an expiry at or before the request time is an error.
+/// the first source giving an expiry at or before the request time is an
+/// error. A later source with an earlier expiry still in the future lowers it,
+/// so a token is never believed to outlive its own `exp`.
 #[derive(Debug, Clone)]
 pub struct Token {
     pub access_token: Secret,
@@ -496,6 +498,21 @@ fn status_error(
     }
 }
 
+/// A `Retry-After` value (RFC 9110 §10.2.3): seconds, or an HTTP date, which
+/// counts from `now` (a date already past means "now"). Capped at
+/// [`MAX_RETRY_AFTER`]; `None` when it is neither.
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
 /// Parses a successful token response (RFC 6749 §5.1).
 pub fn parse_token(
     body: &[u8],
@@ -549,7 +566,7 @@ pub fn parse_token(
         (ExpirySource::ExpiresAt, number("expires_at")?),
         (ExpirySource::JwtExp, jwt_exp(access_token.expose())),
     ];
-    let mut chosen = None;
+    let mut chosen: Option<(ExpirySource, f64)> = None;
     for (source, expiry) in candidates {
         let Some(expiry) = expiry else { continue };
         if !expiry.is_finite() || expiry - sent_at >= absurd {
@@ -559,14 +576,27 @@ pub fn parse_token(
             );
             continue;
         }
-        if expiry.floor() <= sent_at {
-            return Err(TokenError::transient(format!(
-                "{url}: the issuer returned a token that has already expired ({source:?} gives {:.0} s)",
-                expiry - sent_at
-            )));
+        match chosen {
+            None if expiry.floor() <= sent_at => {
+                return Err(TokenError::transient(format!(
+                    "{url}: the issuer returned a token that has already expired ({source:?} gives {:.0} s)",
+                    expiry - sent_at
+                )));
+            }
+            None => chosen = Some((source, expiry)),
+            // a later source may only bring the expiry forward: a token must
+            // never be believed to outlive its own `exp`. One already past is
+            // clock skew between us and the issuer, not news about the token.
+            // (compared in whole seconds, as kept: agreeing sources keep their order)
+            Some((_, current)) if expiry.floor() < current.floor() && expiry.floor() > sent_at => {
+                tracing::debug!(
+                    "{url}: {source:?} gives an earlier expiry ({:.0} s) than the first source",
+                    expiry - sent_at
+                );
+                chosen = Some((source, expiry));
+            }
+            Some(_) => {}
         }
-        chosen = Some((source, expiry));
-        break;
     }
     let (expiry_source, expiry) = chosen.unwrap_or((
         ExpirySource::Default,
@@ -659,44 +689,9 @@ pub async fn create_client(
     })
 }
 
-/// A `Retry-After` value (RFC 9110 §10.2.3): delay seconds or an HTTP-date,
-/// as a wait from `now`, capped at [`MAX_RETRY_AFTER`]; a date in the past
-/// means no wait. `None` when it is neither.
-pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => httpdate::parse_http_date(value)
-            .ok()?
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO),
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 #[cfg(test)]
 mod tests {
 
-    #[test]
-    fn retry_after_takes_seconds_and_http_dates() {
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
-        // "Sun, 06 Nov 1994 08:49:37 GMT" is 784111777
-        assert_eq!(
-            parse_retry_after(" 120 ", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(
-            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("999999", now), Some(MAX_RETRY_AFTER));
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("-5", now), None);
-    }
     use super::*;
 
     const URL: &str = "https://issuer.test/token";
@@ -769,6 +764,49 @@ mod tests {
     }
 
     #[test]
+    fn a_later_source_only_brings_the_expiry_forward() {
+        // months of expires_in (under the implausibility limit) for a token
+        // whose own exp says ten minutes: the exp wins
+        let body = format!(
+            r#"{{"access_token":"{}","expires_in":9000000,"expires_at":9001000}}"#,
+            jwt_with_exp(1600)
+        );
+        let t = parse(&body).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1600, ExpirySource::JwtExp)
+        );
+        // an expires_at before expires_in's expiry wins too
+        let t = parse(r#"{"access_token":"a","expires_in":900,"expires_at":1500}"#).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1500, ExpirySource::ExpiresAt)
+        );
+        // agreeing to the second, the first source stays the source
+        let t = parse_token(
+            br#"{"access_token":"a","expires_in":900,"expires_at":1900}"#,
+            URL,
+            1000.4,
+            Duration::from_secs(300),
+        )
+        .unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1900, ExpirySource::ExpiresIn)
+        );
+        // a later source already past is clock skew: ignored, not an error
+        let body = format!(
+            r#"{{"access_token":"{}","expires_in":900,"expires_at":990}}"#,
+            jwt_with_exp(10)
+        );
+        let t = parse(&body).unwrap();
+        assert_eq!(
+            (t.expires_at, t.expiry_source),
+            (1900, ExpirySource::ExpiresIn)
+        );
+    }
+
+    #[test]
     fn token_type_and_malformed() {
         let e = parse(r#"{"access_token":"a","token_type":"mac","expires_in":9}"#).unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
@@ -789,6 +827,24 @@ mod tests {
     fn error_messages_never_contain_the_token() {
         let e = parse(r#"{"access_token":"tok-SECRET","token_type":"mac"}"#).unwrap_err();
         assert!(!e.message.contains("tok-SECRET"));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_777);
+        let p = |v: &str| parse_retry_after(v, now);
+        assert_eq!(p(" 120 "), Some(Duration::from_secs(120)));
+        // 784111777 is Sun, 06 Nov 1994 08:49:37 GMT
+        assert_eq!(
+            p("Sun, 06 Nov 1994 08:51:37 GMT"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(p("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(p("99999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(p("Mon, 06 Nov 1995 08:49:37 GMT"), Some(MAX_RETRY_AFTER));
+        for bad in ["", "soon", "-5", "1.5"] {
+            assert_eq!(p(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -411,22 +411,29 @@ async fn unknown_and_missing_default_profiles() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_lone_profile_is_the_default_two_need_default_profile() {
+async fn a_lone_profile_is_the_default_without_default_profile() {
+    // as docs/CONFIG.md says: `default_profile` is optional with one profile
     let clock = Clock::tokio(T0);
     let script = Script::new(&clock, 900.0);
-    let mut one = config(vec![profile("solo", spec())]);
-    one.default_profile = None;
-    let engine = Engine::with_source(one, script.clone(), clock.clone());
-    assert_eq!(engine.default_profile().as_deref(), Some("solo"));
-    assert_eq!(engine.token(None, MIN).await.unwrap().profile, "solo");
-
-    let mut two = config(vec![profile("a", spec()), profile("b", spec())]);
-    two.default_profile = None;
-    let engine = Engine::with_source(two, script, clock);
+    let engine = Engine::with_source(
+        Config {
+            default_profile: None,
+            profiles: BTreeMap::from([("a".to_string(), profile("a", spec()))]),
+            ..Config::default()
+        },
+        script.clone(),
+        clock,
+    );
+    assert_eq!(engine.default_profile().as_deref(), Some("a"));
+    assert_eq!(engine.token(None, MIN).await.unwrap().profile, "a");
+    // a second profile makes the choice ambiguous: name one or set a default
+    engine.add(profile("b", spec()), false).unwrap();
     assert_eq!(engine.default_profile(), None);
     let e = engine.token(None, MIN).await.unwrap_err();
     assert_eq!(e.code, ErrorCode::UnknownProfile);
-    assert!(e.message.contains("known profiles: a, b"), "{}", e.message);
+    assert!(e.message.contains("no default_profile"), "{}", e.message);
+    engine.remove("a").unwrap();
+    assert_eq!(engine.token(None, MIN).await.unwrap().profile, "b");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1017,6 +1017,25 @@ async fn test_controls_over_http() {
     assert_eq!(counters.token_requests, 3);
     assert_eq!(counters.tokens_issued, 1);
 
+    // an outage ends with DELETE: queued faults go, counters stay
+    issuer.inject(Fault::Reset, 4);
+    let r = c
+        .delete(format!("{base}/_test/faults"))
+        .send()
+        .await
+        .expect("clear faults");
+    assert_eq!(r.status(), StatusCode::OK);
+    let cleared: Value = r.json().await.expect("json");
+    assert_eq!(cleared["cleared"], 4);
+    assert_eq!(
+        basic_cc(&c, &issuer).await.expect("answer").status(),
+        StatusCode::OK
+    );
+    assert_eq!(issuer.counters().token_requests, 4);
+    let log = issuer.token_requests();
+    assert_eq!(log.len(), 4);
+    assert!(log[0].fault.is_some() && log[3].fault.is_none());
+
     // bad control requests get a clear 400
     for bad in [
         json!({"fault": {"kind": "explode"}}),

@@ -152,13 +152,13 @@ impl Engine {
             return Err(shutting_down());
         }
         let p = self.read();
-        let name = match profile.or(p.default.as_deref()) {
+        let name = match profile.or_else(|| effective_default(&p)) {
             Some(n) => n,
             None => {
                 return Err(EngineError {
                     code: ErrorCode::UnknownProfile,
                     message: format!(
-                        "no profile named and no default_profile set; name one with -p{}",
+                        "no profile named and no default_profile set (needed when there is more than one profile); name one with -p{}",
                         known(&p)
                     ),
                 });
@@ -232,9 +232,10 @@ impl Engine {
         }
     }
 
-    /// The default profile's name, if any.
+    /// The default profile's name, if any: `default_profile`, else the only
+    /// profile when there is exactly one.
     pub fn default_profile(&self) -> Option<String> {
-        self.read().default.clone()
+        effective_default(&self.read()).map(str::to_owned)
     }
 
     /// Adds (or with `replace`, replaces) a profile at runtime.
@@ -335,16 +336,8 @@ impl Engine {
         }
         p.default = match config.default_profile {
             Some(d) => Some(d),
-            // keep a default that still exists (e.g. a profile added at
-            // runtime); a lone profile is the default without saying so
-            None => p
-                .default
-                .take()
-                .filter(|d| p.map.contains_key(d))
-                .or_else(|| match p.map.keys().collect::<Vec<_>>()[..] {
-                    [only] => Some(only.clone()),
-                    _ => None,
-                }),
+            // keep a default that still exists (e.g. a profile added at runtime)
+            None => p.default.take().filter(|d| p.map.contains_key(d)),
         };
         reply.unchanged.sort();
         reply
@@ -455,6 +448,16 @@ impl Engine {
 /// How long a caller waits for the issuer: one request's timeout and a little.
 fn wait_bound(entry: &Entry) -> Duration {
     entry.profile.settings.timeout + Duration::from_secs(5)
+}
+
+/// The profile used when a request names none: the configured default, else
+/// the only profile there is (a one-profile setup needs no `default_profile`).
+fn effective_default(p: &Profiles) -> Option<&str> {
+    match (&p.default, p.map.len()) {
+        (Some(d), _) => Some(d.as_str()),
+        (None, 1) => p.map.keys().next().map(String::as_str),
+        (None, _) => None,
+    }
 }
 
 fn known(p: &Profiles) -> String {

@@ -122,7 +122,7 @@ impl Entry {
         let c = st
             .token
             .as_ref()
-            .filter(|c| c.expires_at as f64 - now >= min_ttl)?;
+            .filter(|c| usable(c.expires_at, now, min_ttl))?;
         let reply = self.reply(c);
         st.served += 1;
         st.last_used = Some(now);
@@ -169,7 +169,7 @@ impl Entry {
                 if let Some(c) = st
                     .token
                     .as_ref()
-                    .filter(|c| c.expires_at as f64 - now >= min_ttl)
+                    .filter(|c| usable(c.expires_at, now, min_ttl))
                 {
                     let reply = self.reply(c);
                     st.served += 1;
@@ -342,6 +342,13 @@ impl Entry {
             failed: st.failed,
         }
     }
+}
+
+/// Whether a token expiring at `expires_at` may go to a caller who needs
+/// `min_ttl` seconds at `now`: never once expired, even with a `min_ttl` of 0.
+fn usable(expires_at: i64, now: f64, min_ttl: f64) -> bool {
+    let left = expires_at as f64 - now;
+    left > 0.0 && left >= min_ttl
 }
 
 fn rejected(name: &str, f: &Failure) -> EngineError {

@@ -2,11 +2,15 @@
 //! shape of a fault on `/_test/faults`.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Counters, Fault};
+use super::{Counters, Fault, TokenRequest};
+
+/// Token requests remembered by [`Controls::requests`]; older ones are
+/// forgotten, so a long-running `ce-authd issuer` does not grow without bound.
+pub(crate) const MAX_REQUEST_LOG: usize = 10_000;
 
 /// The JSON form of a [`Fault`], tagged by `kind` (see docs/ISSUER.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +99,7 @@ impl TryFrom<FaultSpec> for Fault {
 pub(crate) struct Controls {
     pub counters: Counters,
     queue: VecDeque<(Fault, u32)>,
+    log: VecDeque<TokenRequest>,
 }
 
 impl Controls {
@@ -113,13 +118,34 @@ impl Controls {
             .requests_by_grant
             .entry(grant.to_owned())
             .or_default() += 1;
-        let (fault, left) = self.queue.front_mut()?;
-        let fault = fault.clone();
-        *left -= 1;
-        if *left == 0 {
+        let fault = self.queue.front_mut().map(|(fault, left)| {
+            *left -= 1;
+            fault.clone()
+        });
+        if self.queue.front().is_some_and(|(_, left)| *left == 0) {
             self.queue.pop_front();
         }
-        Some(fault)
+        if self.log.len() == MAX_REQUEST_LOG {
+            self.log.pop_front();
+        }
+        self.log.push_back(TokenRequest {
+            at: SystemTime::now(),
+            fault: fault.clone(),
+        });
+        fault
+    }
+
+    /// Drops every queued fault, keeping the counters; returns how many
+    /// fault uses were still pending.
+    pub fn clear_faults(&mut self) -> u64 {
+        let pending = self.pending();
+        self.queue.clear();
+        pending
+    }
+
+    /// The token requests seen so far (the latest [`MAX_REQUEST_LOG`]), oldest first.
+    pub fn requests(&self) -> Vec<TokenRequest> {
+        self.log.iter().cloned().collect()
     }
 
     /// Counts a token delivered by `method` in a usable 200 answer.
@@ -159,11 +185,40 @@ mod tests {
         assert_eq!(c.on_token_request("client_credentials"), Some(Fault::Reset));
         assert_eq!(c.on_token_request("password"), None);
         assert_eq!(c.counters.token_requests, 4);
+        let log = c.requests();
+        assert_eq!(log.len(), 4);
+        assert_eq!(log[2].fault, Some(Fault::Reset));
+        assert_eq!(log[3].fault, None);
+        assert!(log.windows(2).all(|w| w[0].at <= w[1].at));
         assert_eq!(c.counters.requests_by_grant["password"], 3);
         c.on_issued("none");
         assert_eq!(c.counters.issued_by_method["none"], 1);
         c.reset();
         assert_eq!(c.counters, Counters::default());
+        assert!(c.requests().is_empty());
+    }
+
+    #[test]
+    fn clearing_faults_keeps_the_counts() {
+        let mut c = Controls::default();
+        c.inject(Fault::Malformed, 5);
+        c.inject(Fault::Reset, 2);
+        assert_eq!(c.on_token_request("password"), Some(Fault::Malformed));
+        assert_eq!(c.clear_faults(), 6);
+        assert_eq!(c.pending(), 0);
+        assert_eq!(c.on_token_request("password"), None);
+        assert_eq!(c.counters.token_requests, 2);
+        assert_eq!(c.requests().len(), 2);
+    }
+
+    #[test]
+    fn the_request_log_is_bounded() {
+        let mut c = Controls::default();
+        for _ in 0..MAX_REQUEST_LOG + 3 {
+            c.on_token_request("password");
+        }
+        assert_eq!(c.requests().len(), MAX_REQUEST_LOG);
+        assert_eq!(c.counters.token_requests, MAX_REQUEST_LOG as u64 + 3);
     }
 
     #[test]

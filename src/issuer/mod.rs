@@ -84,6 +84,15 @@ pub struct Counters {
     pub issued_by_method: std::collections::BTreeMap<String, u64>,
 }
 
+/// One request to the token endpoint, as the test controls saw it arrive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenRequest {
+    /// When it arrived (wall-clock time).
+    pub at: std::time::SystemTime,
+    /// The scripted fault it was given, if any.
+    pub fault: Option<Fault>,
+}
+
 /// How to build an emulated issuer.
 #[derive(Debug, Clone)]
 pub struct IssuerBuilder {
@@ -154,7 +163,20 @@ impl Issuer {
         lock(&self.shared.controls).inject(fault, n);
     }
 
-    /// Forgets counters and queued faults.
+    /// Drops every queued fault (the issuer is healthy again from the next
+    /// request on), keeping the counters and the request log. Returns how
+    /// many fault uses were still pending.
+    pub fn clear_faults(&self) -> u64 {
+        lock(&self.shared.controls).clear_faults()
+    }
+
+    /// Every token request so far (the latest 10 000), oldest first: when it
+    /// arrived and which fault it got. Lets tests check the spacing of retries.
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        lock(&self.shared.controls).requests()
+    }
+
+    /// Forgets counters, the request log and queued faults.
     pub fn reset_controls(&self) {
         lock(&self.shared.controls).reset();
     }

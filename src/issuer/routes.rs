@@ -46,7 +46,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     if shared.test_controls {
         router = router
             .route("/_test/counters", get(test_counters))
-            .route("/_test/faults", post(test_faults))
+            .route("/_test/faults", post(test_faults).delete(test_clear_faults))
             .route("/_test/revoke", post(test_revoke))
             .route("/_test/reset", post(test_reset));
     }
@@ -408,6 +408,12 @@ async fn test_faults(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let mut controls = lock(&s.controls);
     controls.inject(fault, request.count);
     Json(serde_json::json!({"pending": controls.pending()})).into_response()
+}
+
+/// `DELETE /_test/faults`: drops queued faults, keeping the counters.
+async fn test_clear_faults(State(s): State<Arc<Shared>>) -> Response {
+    let cleared = lock(&s.controls).clear_faults();
+    Json(serde_json::json!({"cleared": cleared})).into_response()
 }
 
 #[derive(Deserialize)]
