@@ -25,8 +25,15 @@ fn main() {
     let env = std::env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     let features = std::env::var("CARGO_CFG_TARGET_FEATURE").unwrap_or_default();
     let opted_out = std::env::var_os("CE_AUTH_DYNAMIC_CLIENT").is_some_and(|v| v != "0");
+    // the archives are looked up with the build machine's C compiler, so only
+    // a native build can use them
+    let native = std::env::var("TARGET").ok() == std::env::var("HOST").ok();
     // a crate-wide crt-static build is static already
-    if os != "linux" || env != "gnu" || features.split(',').any(|f| f == "crt-static") || opted_out
+    if os != "linux"
+        || env != "gnu"
+        || !native
+        || features.split(',').any(|f| f == "crt-static")
+        || opted_out
     {
         return;
     }
