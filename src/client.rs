@@ -134,6 +134,28 @@ impl Client {
 
     /// Like [`Client::connect`], with a bound on each reply.
     pub fn connect_with_timeout(socket: &Path, timeout: Duration) -> Result<Client, ClientError> {
+        let mut client = Client::open(socket, timeout)?;
+        client.send(&[&hello()])?;
+        client.check_hello()?;
+        Ok(client)
+    }
+
+    /// Connects and sends `hello` and `request` in one write, then reads both
+    /// replies: one round trip instead of two, for one-shot commands.
+    pub fn connect_and_request<T: DeserializeOwned>(
+        socket: &Path,
+        request: &Request,
+    ) -> Result<(Client, T), ClientError> {
+        let mut client = Client::open(socket, DEFAULT_TIMEOUT)?;
+        client.send(&[&hello(), request])?;
+        // on a version mismatch the daemon still answers the request; it is left unread
+        client.check_hello()?;
+        let reply = client.receive(request)?;
+        Ok((client, reply))
+    }
+
+    /// Connects without the handshake.
+    fn open(socket: &Path, timeout: Duration) -> Result<Client, ClientError> {
         let stream = crate::ipc::connect(socket).map_err(|error| ClientError::NotRunning {
             socket: socket.to_path_buf(),
             error,
@@ -144,7 +166,7 @@ impl Client {
         };
         stream.set_recv_timeout(Some(timeout)).map_err(io_err)?;
         stream.set_send_timeout(Some(timeout)).map_err(io_err)?;
-        let mut client = Client {
+        Ok(Client {
             // replies carry tokens: zeroed as soon as they are read
             lines: SyncLines::new(ZeroingReader::new(stream)),
             socket: socket.to_path_buf(),
@@ -153,21 +175,21 @@ impl Client {
                 daemon: String::new(),
                 pid: 0,
             },
-        };
-        let hello = Request::Hello {
-            version: PROTOCOL_VERSION,
-            client: Some(format!("ce-auth {}", env!("CARGO_PKG_VERSION"))),
-        };
+        })
+    }
+
+    /// Reads the reply to `hello` and checks the daemon's protocol version.
+    fn check_hello(&mut self) -> Result<(), ClientError> {
         // a daemon that refuses our version says so with `unsupported_version`,
         // whose message names its own version
-        let reply: HelloReply = client.request(&hello)?;
+        let reply: HelloReply = self.receive(&hello())?;
         if reply.version != PROTOCOL_VERSION {
             return Err(ClientError::Version {
                 daemon: reply.version,
             });
         }
-        client.daemon = reply;
-        Ok(client)
+        self.daemon = reply;
+        Ok(())
     }
 
     /// Connects, or when nothing answers starts `ce-authd --daemon --socket <socket>`,
@@ -176,6 +198,23 @@ impl Client {
         match Client::connect(socket) {
             Err(ClientError::NotRunning { error, .. }) if is_absent(&error) => {
                 start_daemon(socket, autostart)
+            }
+            other => other,
+        }
+    }
+
+    /// [`Client::connect_and_request`], starting the daemon as
+    /// [`Client::connect_or_start`] does when nothing answers.
+    pub fn connect_or_start_and_request<T: DeserializeOwned>(
+        socket: &Path,
+        autostart: &Autostart,
+        request: &Request,
+    ) -> Result<(Client, T), ClientError> {
+        match Client::connect_and_request(socket, request) {
+            Err(ClientError::NotRunning { error, .. }) if is_absent(&error) => {
+                let mut client = start_daemon(socket, autostart)?;
+                let reply = client.request(request)?;
+                Ok((client, reply))
             }
             other => other,
         }
@@ -193,14 +232,28 @@ impl Client {
 
     /// Sends one request and reads its reply as `T`.
     pub fn request<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ClientError> {
-        let mut line = serde_json::to_vec(request)
-            .map_err(|e| ClientError::Protocol(format!("cannot encode request: {e}")))?;
-        line.push(b'\n');
-        let sent = self.lines.get_mut().get_mut().write_all(&line);
-        // the request may carry a secret (add, login)
-        line.zeroize();
-        sent.map_err(|source| self.io_error(source))?;
+        self.send(&[request])?;
+        self.receive(request)
+    }
 
+    /// Writes `requests` as consecutive lines in a single write.
+    fn send(&mut self, requests: &[&Request]) -> Result<(), ClientError> {
+        let mut lines = Vec::with_capacity(256);
+        for request in requests {
+            if let Err(e) = serde_json::to_writer(&mut lines, request) {
+                lines.zeroize();
+                return Err(ClientError::Protocol(format!("cannot encode request: {e}")));
+            }
+            lines.push(b'\n');
+        }
+        let sent = self.lines.get_mut().get_mut().write_all(&lines);
+        // a request may carry a secret (add, login)
+        lines.zeroize();
+        sent.map_err(|source| self.io_error(source))
+    }
+
+    /// Reads the reply to `request` as `T`.
+    fn receive<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ClientError> {
         let parsed = match self.lines.read_line() {
             Ok(Some(reply)) => protocol::parse_reply::<T>(reply),
             Ok(None) => return Err(self.io_error(frame_error(FrameError::Truncated))),
@@ -301,6 +354,14 @@ impl Client {
     /// Stops the daemon.
     pub fn shutdown(&mut self) -> Result<(), ClientError> {
         self.request::<Empty>(&Request::Shutdown {}).map(|_| ())
+    }
+}
+
+/// The handshake this client opens every connection with.
+fn hello() -> Request {
+    Request::Hello {
+        version: PROTOCOL_VERSION,
+        client: Some(concat!("ce-auth ", env!("CARGO_PKG_VERSION")).to_string()),
     }
 }
 

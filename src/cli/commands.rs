@@ -12,7 +12,7 @@ use crate::client::{Autostart, Client, ClientError, autostart_disabled_by_env};
 use crate::clientcfg::{self, ClientConfigError, LoginProfile};
 use crate::config::ProfileSpec;
 use crate::gitcred::{self, CredentialRequest};
-use crate::protocol::exit;
+use crate::protocol::{Request, exit};
 use crate::secret::Secret;
 
 /// The most bytes read from standard input for a secret or a git request.
@@ -74,6 +74,21 @@ impl Ctx {
         } else {
             Client::connect(&self.socket)
         }
+    }
+
+    /// Connects and sends `request` with the handshake in one write (one round
+    /// trip: what makes `ce-auth token` quick), starting the daemon if allowed.
+    fn request<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Result<T, ClientError> {
+        let (_, reply) = if self.autostart {
+            let auto = Autostart {
+                program: None,
+                config: self.explicit_config.clone(),
+            };
+            Client::connect_or_start_and_request(&self.socket, &auto, request)?
+        } else {
+            Client::connect_and_request(&self.socket, request)?
+        };
+        Ok(reply)
     }
 
     /// For commands that make no sense against a daemon started just for them.
@@ -182,9 +197,10 @@ fn secs_until(at: i64) -> u64 {
 }
 
 fn get_token(ctx: &Ctx, args: &TokenArgs) -> anyhow::Result<crate::protocol::TokenReply> {
-    Ok(ctx
-        .connect()?
-        .token(args.profile.profile.as_deref(), args.min_ttl)?)
+    Ok(ctx.request(&Request::Token {
+        profile: args.profile.profile.clone(),
+        min_ttl: args.min_ttl,
+    })?)
 }
 
 fn cmd_token(ctx: &Ctx, args: &TokenArgs, json: bool) -> anyhow::Result<i32> {
