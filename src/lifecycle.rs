@@ -11,7 +11,10 @@
 //! why it failed; only then does it print `CE_AUTH_SOCK=...` and exit.
 
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
+#[cfg(unix)]
+use std::io::{BufRead, BufReader};
+#[cfg(unix)]
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +45,7 @@ pub mod exit {
 }
 
 /// How long `ce-authd --daemon` waits for the detached daemon to report.
+#[cfg(unix)]
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long each shutdown step (engine, emulated issuer) may take.
@@ -143,7 +147,17 @@ pub fn run(opts: Options) -> Result<(), LifecycleError> {
     let opts = absolute(opts)?;
     match opts.mode {
         Mode::Foreground => run_in_runtime(opts, None),
+        #[cfg(unix)]
         Mode::Daemon => detach(opts),
+        // no fork: a Windows user runs it as a service or a scheduled task
+        #[cfg(not(unix))]
+        Mode::Daemon => Err(LifecycleError::io(
+            "--daemon",
+            std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "detaching is only available on Unix; run ce-authd --foreground (e.g. as a scheduled task)",
+            ),
+        )),
     }
 }
 
@@ -177,6 +191,7 @@ enum StartupReport {
     },
 }
 
+#[cfg(unix)]
 fn detach(opts: Options) -> Result<(), LifecycleError> {
     let socket = paths::socket_path(opts.socket.clone());
     let stderr = daemon_log(&socket);
@@ -210,6 +225,7 @@ fn detach(opts: Options) -> Result<(), LifecycleError> {
 
 /// Where the detached daemon's stderr (its log) goes: `ce-authd.log` beside the
 /// socket (0600) when that directory is private to us, else `/dev/null`.
+#[cfg(unix)]
 fn daemon_log(socket: &Path) -> daemonize::Stdio {
     let Some(dir) = socket.parent() else {
         return daemonize::Stdio::devnull();
@@ -243,6 +259,7 @@ fn daemon_log(socket: &Path) -> daemonize::Stdio {
     }
 }
 
+#[cfg(unix)]
 fn wait_for_daemon(reader: std::io::PipeReader) -> Result<(), LifecycleError> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -448,15 +465,11 @@ impl Daemon {
             signals,
         } = self;
 
-        let Signals {
-            mut term,
-            mut int,
-            mut hup,
-        } = signals;
+        let (stop_signals, mut hup) = signals.split();
         let reloader = {
             let shared = shared.clone();
             tokio::spawn(async move {
-                while hup.recv().await.is_some() {
+                while hup.next().await {
                     tracing::info!("SIGHUP: reloading the configuration");
                     // failures are logged by reload itself; nobody waits on a reply here
                     let _ = crate::handler::reload(&shared);
@@ -486,12 +499,7 @@ impl Daemon {
             None => {}
         }
 
-        let stop = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            }
-        };
+        let stop = stop_signals.wait();
         let served = server::run(listener, shared.clone(), stop).await;
 
         systemd::notify_stopping();
@@ -527,14 +535,33 @@ impl Daemon {
 /// Stops listening (the listener closes when dropped).
 fn close(_listener: Listener) {}
 
-/// The signals the daemon handles, registered before it reports ready.
+/// The signals the daemon handles, registered before it reports ready:
+/// SIGTERM and SIGINT stop it, SIGHUP reloads (Ctrl-C only, elsewhere).
 struct Signals {
+    #[cfg(unix)]
     term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+/// The stop half of [`Signals`].
+struct StopSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+/// The reload half of [`Signals`].
+struct ReloadSignal {
+    #[cfg(unix)]
     hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
+    #[cfg(unix)]
     fn new() -> Result<Signals, LifecycleError> {
         use tokio::signal::unix::{SignalKind, signal};
         let reg = |kind: SignalKind, name: &str| {
@@ -545,6 +572,56 @@ impl Signals {
             int: reg(SignalKind::interrupt(), "SIGINT")?,
             hup: reg(SignalKind::hangup(), "SIGHUP")?,
         })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> Result<Signals, LifecycleError> {
+        Ok(Signals {})
+    }
+
+    fn split(self) -> (StopSignals, ReloadSignal) {
+        #[cfg(unix)]
+        let halves = (
+            StopSignals {
+                term: self.term,
+                int: self.int,
+            },
+            ReloadSignal { hup: self.hup },
+        );
+        #[cfg(not(unix))]
+        let halves = (StopSignals {}, ReloadSignal {});
+        halves
+    }
+}
+
+impl StopSignals {
+    /// Resolves when the daemon is asked to stop.
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("Ctrl-C: shutting down");
+            } else {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+impl ReloadSignal {
+    /// The next reload request; `false` when no more can come.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        let more = self.hup.recv().await.is_some();
+        #[cfg(not(unix))]
+        let more = false;
+        more
     }
 }
 
@@ -576,11 +653,11 @@ fn write_pidfile(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
+    let mut opts = OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts.open(path)?;
     writeln!(f, "{}", std::process::id())?;
     f.sync_all()
 }

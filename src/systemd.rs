@@ -7,14 +7,37 @@
 
 use std::time::Duration;
 
+#[cfg(unix)]
 use sd_notify::NotifyState;
 
+#[cfg(unix)]
 fn send(states: &[NotifyState<'_>]) {
     // keep NOTIFY_SOCKET: later notifications (reload, stopping) need it
     if let Err(e) = sd_notify::notify(false, states) {
         tracing::warn!("could not notify systemd: {e}");
     }
 }
+
+/// Stand-ins where there is no systemd: every notification is a no-op.
+#[cfg(not(unix))]
+#[allow(dead_code)]
+enum NotifyState<'a> {
+    Ready,
+    Reloading,
+    Stopping,
+    Status(&'a str),
+    Watchdog,
+}
+
+#[cfg(not(unix))]
+impl NotifyState<'_> {
+    fn monotonic_usec_now() -> std::io::Result<NotifyState<'static>> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+#[cfg(not(unix))]
+fn send(_: &[NotifyState<'_>]) {}
 
 /// Tells systemd the daemon is ready (`READY=1`) with a one-line `STATUS=`.
 pub fn notify_ready() {

@@ -190,8 +190,15 @@ mod journal {
     }
 }
 
+/// No journal outside Unix.
+#[cfg(not(unix))]
+fn stderr_is_journal() -> bool {
+    false
+}
+
 /// True when stderr is the journal stream systemd set up (`JOURNAL_STREAM`
 /// names its device and inode), not merely inherited by a child's redirect.
+#[cfg(unix)]
 fn stderr_is_journal() -> bool {
     let Some(v) = std::env::var_os("JOURNAL_STREAM") else {
         return false;

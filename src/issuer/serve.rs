@@ -1,6 +1,7 @@
 //! The accept loop: one task per connection, a way for a handler to reset its
 //! own connection, and a shutdown that does not wait for hung requests.
 
+#[cfg(unix)]
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,7 @@ pub(crate) async fn serve(
 async fn connection(stream: TcpStream, router: Router) {
     // a second descriptor for the socket, so its linger option can be set
     // while hyper owns the stream
+    #[cfg(unix)]
     let twin = stream.as_fd().try_clone_to_owned().ok();
     let _ = stream.set_nodelay(true);
     let control = ConnControl {
@@ -96,13 +98,16 @@ async fn connection(stream: TcpStream, router: Router) {
             }
         }
         _ = reset.notified() => {
-            if let Some(fd) = &twin {
-                // with a zero linger time, closing the last descriptor sends RST
-                if let Err(e) = rustix::net::sockopt::set_socket_linger(fd, Some(Duration::ZERO)) {
-                    tracing::warn!("cannot set SO_LINGER for a reset: {e}");
-                }
+            // with a zero linger time, closing the last descriptor sends RST;
+            // elsewhere the connection is just dropped
+            #[cfg(unix)]
+            if let Some(fd) = &twin
+                && let Err(e) = rustix::net::sockopt::set_socket_linger(fd, Some(Duration::ZERO))
+            {
+                tracing::warn!("cannot set SO_LINGER for a reset: {e}");
             }
         }
     }
+    #[cfg(unix)]
     drop(twin);
 }
