@@ -31,6 +31,18 @@ if [[ -z ${BENCH_NO_BUILD:-} ]]; then
 fi
 BIN=$TARGET/release
 BENCH=$BIN/examples/bench
+# The client as shipped: built for musl when that target and musl-gcc are
+# here (static, smallest and fastest to start; docs/BENCHMARKS.md), else the
+# default glibc build. BENCH_CLIENT=glibc forces the latter.
+MUSL=x86_64-unknown-linux-musl
+CLIENT=$BIN/ce-auth
+if [[ ${BENCH_CLIENT:-} != glibc ]] && command -v musl-gcc >/dev/null \
+    && rustup target list --installed 2>/dev/null | grep -qx "$MUSL"; then
+    if [[ -z ${BENCH_NO_BUILD:-} ]]; then
+        (cd "$ROOT" && nice -n 10 cargo build --release --locked --target "$MUSL" --bin ce-auth)
+    fi
+    CLIENT=$TARGET/$MUSL/release/ce-auth
+fi
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 : >"$RESULTS"
@@ -140,12 +152,14 @@ printf 'protocol=https\nhost=bench.example\n\n' >"$WORK/gcc-get.txt"
 git credential-cache --socket "$WORK/gcc.sock" --timeout 3600 store <"$WORK/gcc-store.txt"
 git credential-cache --socket "$WORK/gcc.sock" get <"$WORK/gcc-get.txt" | grep -q password=p
 "$BENCH" spawn --runs "$RUNS" --warmup 20 \
-    --cmd "ce-auth token=$BIN/ce-auth token" \
+    --cmd "ce-auth token=$CLIENT token" \
     --cmd "/bin/echo hi=/bin/echo hi" \
-    --cmd "git credential-cache get=git credential-cache --socket $WORK/gcc.sock get <$WORK/gcc-get.txt" | record
-jq -nc --arg s "$(stat -c %s "$BIN/ce-auth")" --arg d "$(stat -c %s "$BIN/ce-authd")" \
-    '{kind:"size", client_bytes:($s|tonumber), daemon_bytes:($d|tonumber)}' | record
-( ldd "$BIN/ce-auth" 2>&1 || true ) | tr '\n' ' ' | jq -Rc '{kind:"ldd", text:.}' | record
+    --cmd "git credential-cache get=git credential-cache --socket $WORK/gcc.sock get <$WORK/gcc-get.txt" \
+    --cmd "ce-auth token (default glibc build)=$BIN/ce-auth token" | record
+jq -nc --arg s "$(stat -c %s "$CLIENT")" --arg d "$(stat -c %s "$BIN/ce-authd")" \
+    --arg g "$(stat -c %s "$BIN/ce-auth")" --arg c "$CLIENT" \
+    '{kind:"size", client:$c, client_bytes:($s|tonumber), glibc_client_bytes:($g|tonumber), daemon_bytes:($d|tonumber)}' | record
+( ldd "$CLIENT" 2>&1 || true ) | tr '\n' ' ' | jq -Rc '{kind:"ldd", text:.}' | record
 
 # ---- 3. memory with 100 profiles ----------------------------------------------
 log "100 profiles"
@@ -205,7 +219,7 @@ log "writing $OUT/results.md"
     echo "| --- | ---: |"
     jq -r 'select(.kind=="rss") | "| daemon RSS, \(.label) | \(.rss_kib / 1024 * 100 | round / 100) MiB |"' "$RESULTS"
     jq -r 'select(.kind=="hold") | "| daemon RSS, \(.label) (\(.served) served) | \(.rss_kib / 1024 * 100 | round / 100) MiB |"' "$RESULTS"
-    jq -r 'select(.kind=="size") | "| client binary (release) | \(.client_bytes / 1048576 * 100 | round / 100) MiB (\(.client_bytes) bytes) |\n| daemon binary (release) | \(.daemon_bytes / 1048576 * 100 | round / 100) MiB |"' "$RESULTS"
+    jq -r 'select(.kind=="size") | "| client binary (release, as measured: `\(.client | split("/") | .[-4:] | join("/"))`) | \(.client_bytes / 1048576 * 100 | round / 100) MiB (\(.client_bytes) bytes) |\n| client binary, default glibc build | \(.glibc_client_bytes / 1048576 * 100 | round / 100) MiB |\n| daemon binary (release) | \(.daemon_bytes / 1048576 * 100 | round / 100) MiB |"' "$RESULTS"
     jq -r 'select(.kind=="ldd") | "\nClient libraries: `\(.text)`"' "$RESULTS"
     echo
     echo "## 4 and 5. Issuer load and freshness (${SHORT_LIFETIME} s tokens, refresh_margin ${SHORT_MARGIN}, min_ttl ${MIN_TTL}, ${ISSUER_SECS} s per run)"
