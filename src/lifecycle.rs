@@ -368,14 +368,14 @@ struct Daemon {
     pidfile: Option<PathBuf>,
     issuer: Option<Issuer>,
     notes: String,
-    signals: Signals,
+    signals: (StopSignals, ReloadSignal),
 }
 
 impl Daemon {
     async fn start(opts: &Options) -> Result<Daemon, LifecycleError> {
         // handlers go in before anything else: SIGHUP's default action would
         // kill a daemon that is reloaded early
-        let signals = Signals::new()?;
+        let signals = signals()?;
         let socket = paths::socket_path(opts.socket.clone());
         let (mut config, config_path) = load_config(opts)?;
 
@@ -465,7 +465,7 @@ impl Daemon {
             signals,
         } = self;
 
-        let (stop_signals, mut hup) = signals.split();
+        let (stop_signals, mut hup) = signals;
         let reloader = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -535,18 +535,7 @@ impl Daemon {
 /// Stops listening (the listener closes when dropped).
 fn close(_listener: Listener) {}
 
-/// The signals the daemon handles, registered before it reports ready:
-/// SIGTERM and SIGINT stop it, SIGHUP reloads (Ctrl-C only, elsewhere).
-struct Signals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    hup: tokio::signal::unix::Signal,
-}
-
-/// The stop half of [`Signals`].
+/// The signals that stop the daemon: SIGTERM and SIGINT (Ctrl-C elsewhere).
 struct StopSignals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
@@ -554,44 +543,34 @@ struct StopSignals {
     int: tokio::signal::unix::Signal,
 }
 
-/// The reload half of [`Signals`].
+/// The signal that reloads the configuration: SIGHUP (none elsewhere).
 struct ReloadSignal {
     #[cfg(unix)]
     hup: tokio::signal::unix::Signal,
 }
 
-impl Signals {
-    #[cfg(unix)]
-    fn new() -> Result<Signals, LifecycleError> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let reg = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| LifecycleError::io(format!("cannot handle {name}"), e))
-        };
-        Ok(Signals {
+/// Registers the daemon's signal handlers, before it reports ready.
+#[cfg(unix)]
+fn signals() -> Result<(StopSignals, ReloadSignal), LifecycleError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let reg = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| LifecycleError::io(format!("cannot handle {name}"), e))
+    };
+    Ok((
+        StopSignals {
             term: reg(SignalKind::terminate(), "SIGTERM")?,
             int: reg(SignalKind::interrupt(), "SIGINT")?,
+        },
+        ReloadSignal {
             hup: reg(SignalKind::hangup(), "SIGHUP")?,
-        })
-    }
+        },
+    ))
+}
 
-    #[cfg(not(unix))]
-    fn new() -> Result<Signals, LifecycleError> {
-        Ok(Signals {})
-    }
-
-    fn split(self) -> (StopSignals, ReloadSignal) {
-        #[cfg(unix)]
-        let halves = (
-            StopSignals {
-                term: self.term,
-                int: self.int,
-            },
-            ReloadSignal { hup: self.hup },
-        );
-        #[cfg(not(unix))]
-        let halves = (StopSignals {}, ReloadSignal {});
-        halves
-    }
+/// Registers the daemon's signal handlers, before it reports ready.
+#[cfg(not(unix))]
+fn signals() -> Result<(StopSignals, ReloadSignal), LifecycleError> {
+    Ok((StopSignals {}, ReloadSignal {}))
 }
 
 impl StopSignals {

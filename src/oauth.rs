@@ -691,7 +691,6 @@ pub async fn create_client(
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
 
     const URL: &str = "https://issuer.test/token";

@@ -425,14 +425,6 @@ impl<R: AsyncBufRead + Unpin> AsyncLines<R> {
     }
 }
 
-impl<S: tokio::io::AsyncRead> AsyncLines<tokio::io::BufReader<S>> {
-    /// Whether a complete line is already buffered, so it can be answered
-    /// without waiting: replies to pipelined requests are flushed once per batch.
-    pub fn has_buffered_line(&self) -> bool {
-        self.inner.buffer().contains(&b'\n')
-    }
-}
-
 impl<S> AsyncLines<ZeroingReader<S>> {
     /// Whether a complete line is already buffered, so it can be answered
     /// without waiting: replies to pipelined requests are flushed once per batch.

@@ -64,29 +64,27 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// How to start the daemon when none answers, unless autostart is off.
+    fn autostart(&self) -> Option<Autostart> {
+        self.autostart.then(|| Autostart {
+            program: None,
+            config: self.explicit_config.clone(),
+        })
+    }
+
     fn connect(&self) -> Result<Client, ClientError> {
-        if self.autostart {
-            let auto = Autostart {
-                program: None,
-                config: self.explicit_config.clone(),
-            };
-            Client::connect_or_start(&self.socket, &auto)
-        } else {
-            Client::connect(&self.socket)
+        match self.autostart() {
+            Some(auto) => Client::connect_or_start(&self.socket, &auto),
+            None => Client::connect(&self.socket),
         }
     }
 
     /// Connects and sends `request` with the handshake in one write (one round
     /// trip: what makes `ce-auth token` quick), starting the daemon if allowed.
     fn request<T: serde::de::DeserializeOwned>(&self, request: &Request) -> Result<T, ClientError> {
-        let (_, reply) = if self.autostart {
-            let auto = Autostart {
-                program: None,
-                config: self.explicit_config.clone(),
-            };
-            Client::connect_or_start_and_request(&self.socket, &auto, request)?
-        } else {
-            Client::connect_and_request(&self.socket, request)?
+        let (_, reply) = match self.autostart() {
+            Some(auto) => Client::connect_or_start_and_request(&self.socket, &auto, request)?,
+            None => Client::connect_and_request(&self.socket, request)?,
         };
         Ok(reply)
     }
