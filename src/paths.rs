@@ -37,6 +37,32 @@ pub fn socket_path_from(
     tmp.join(format!("ce-auth-{uid}")).join("agent.sock")
 }
 
+/// The `interprocess` name of the socket at `path`: the path itself on Unix;
+/// on Windows a named pipe, `\\.\pipe\ce-auth-<path with separators flattened>`.
+pub fn socket_name(path: &Path) -> io::Result<interprocess::local_socket::Name<'static>> {
+    #[cfg(unix)]
+    {
+        use interprocess::local_socket::{GenericFilePath, ToFsName};
+        path.to_path_buf().to_fs_name::<GenericFilePath>()
+    }
+    #[cfg(windows)]
+    {
+        use interprocess::local_socket::{GenericNamespaced, ToNsName};
+        let flat: String = path
+            .to_string_lossy()
+            .chars()
+            .map(|c| {
+                if matches!(c, '\\' | '/' | ':') {
+                    '-'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        format!("ce-auth-{flat}").to_ns_name::<GenericNamespaced>()
+    }
+}
+
 /// The config path: `--config`, else `$CE_AUTH_CONFIG`, else
 /// `$XDG_CONFIG_HOME/ce-auth/config.toml` (`~/.config/ce-auth/config.toml`).
 pub fn config_path(cli: Option<PathBuf>) -> PathBuf {

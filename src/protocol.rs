@@ -1,14 +1,14 @@
 //! The socket protocol (v1): request and reply types shared by `ce-authd` and `ce-auth`.
 //!
-//! Framing lives in [`crate::wire`]; this module only says what a line means.
+//! Framing lives in [`crate::framing`]; this module only says what a line means.
 //! Every request is one JSON object tagged by `op`; every reply is one JSON
 //! object with `"ok": true` and the op's fields, or `"ok": false` and an
 //! [`WireError`]. See `docs/PROTOCOL.md` for the full description.
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ProfileSpec;
 use crate::secret::Secret;
+use crate::spec::ProfileSpec;
 
 /// The protocol version this build speaks. Bumped only for incompatible changes.
 pub const PROTOCOL_VERSION: u32 = 1;

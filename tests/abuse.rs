@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use ce_auth::config::DaemonSettings;
+use ce_auth::daemon::config::DaemonSettings;
 use serde_json::json;
 use server_support::{Client, Daemon, error_code};
 

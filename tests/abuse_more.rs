@@ -95,8 +95,8 @@ fn two_thousand_connections_at_once_are_served_or_told_busy() {
         .maximum
         .unwrap_or(u64::MAX);
     let nofile = hard.min(8192);
-    let cap = (ce_auth::server::DEFAULT_MAX_CONNECTIONS as u64)
-        .min(nofile - ce_auth::server::FD_RESERVE) as usize;
+    let cap = (ce_auth::daemon::server::DEFAULT_MAX_CONNECTIONS as u64)
+        .min(nofile - ce_auth::daemon::server::FD_RESERVE) as usize;
     let d = Authd::start(Spec {
         nofile: Some(nofile),
         ..Spec::default()
@@ -148,7 +148,7 @@ fn two_thousand_connections_at_once_are_served_or_told_busy() {
 #[test]
 fn the_connection_cap_follows_a_low_open_file_limit() {
     let nofile = 256u64;
-    let cap = (nofile - ce_auth::server::FD_RESERVE) as usize;
+    let cap = (nofile - ce_auth::daemon::server::FD_RESERVE) as usize;
     let n = 600;
     assert!(ensure_fds(n as u64));
     let d = Authd::start(Spec {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use ce_auth::issuer::Issuer;
+use ce_auth_issuer::Issuer;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_ce-authd");

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ce_auth::config::{Config, Profile, ProfileSpec};
-use ce_auth::engine::Engine;
-use ce_auth::issuer::{Fault, Issuer};
+use ce_auth::daemon::config::{Config, Profile, ProfileSpec};
+use ce_auth::daemon::engine::Engine;
 use ce_auth::protocol::ErrorCode;
 use ce_auth::secret::Secret;
+use ce_auth_issuer::{Fault, Issuer};
 
 const EMAIL: &str = "me@example.com";
 const PASSWORD: &str = "correct-horse-battery";

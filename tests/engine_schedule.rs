@@ -8,9 +8,9 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ce_auth::config::{Config, Profile, ProfileSpec};
-use ce_auth::engine::{Clock, Engine, TokenSource};
-use ce_auth::oauth::{ErrorClass, ExpirySource, Token, TokenError};
+use ce_auth::daemon::config::{Config, Profile, ProfileSpec};
+use ce_auth::daemon::engine::{Clock, Engine, TokenSource};
+use ce_auth::daemon::oauth::{ErrorClass, ExpirySource, Token, TokenError};
 use ce_auth::protocol::ErrorCode;
 use ce_auth::secret::Secret;
 

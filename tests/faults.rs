@@ -20,11 +20,11 @@ mod faults_support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ce_auth::config::ProfileSpec;
-use ce_auth::engine::Engine;
-use ce_auth::engine::schedule::PERMANENT_RETRY;
-use ce_auth::issuer::Fault;
+use ce_auth::daemon::engine::Engine;
+use ce_auth::daemon::engine::schedule::PERMANENT_RETRY;
 use ce_auth::protocol::ErrorCode;
+use ce_auth::spec::ProfileSpec;
+use ce_auth_issuer::Fault;
 use faults_support::*;
 use serde_json::json;
 
@@ -299,8 +299,8 @@ async fn after_an_outage_past_expiry_the_background_retry_still_happens() {
 async fn permanent_fault(
     name: &'static str,
     error_text: &'static str,
-    fault: impl FnOnce(&ce_auth::issuer::Issuer),
-    recover: impl AsyncFnOnce(&ce_auth::issuer::Issuer, &Engine),
+    fault: impl FnOnce(&ce_auth_issuer::Issuer),
+    recover: impl AsyncFnOnce(&ce_auth_issuer::Issuer, &Engine),
 ) -> Report {
     let iss = issuer(4, 0).await;
     let engine = engine_for(&iss.token_url(), CLIENT_ID, CLIENT_SECRET);

@@ -6,12 +6,13 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use ce_auth::handler;
+use ce_auth::daemon::ops;
+use ce_auth::daemon::server::framing::AsyncLines;
+use ce_auth::framing::{FrameError, SyncLines, ZeroingReader};
 use ce_auth::protocol::{
     self, ErrorCode, ProfileReply, Request, TokenReply, WireError, parse_reply,
 };
 use ce_auth::secret::Secret;
-use ce_auth::wire::{AsyncLines, FrameError, SyncLines, ZeroingReader};
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, ReadBuf};
 
@@ -176,10 +177,10 @@ proptest! {
         prop_assert!(err.is_none(), "{:?}", err);
         prop_assert_eq!(lines.len(), reqs.len());
         for (line, want) in lines.iter().zip(&reqs) {
-            let got = handler::parse_request(line).map_err(|e| e.message);
+            let got = ops::parse_request(line).map_err(|e| e.message);
             prop_assert_eq!(got.as_ref(), Ok(want));
             // the fast path agrees on what it accepts
-            if let Some((profile, min_ttl)) = handler::fast_token(line) {
+            if let Some((profile, min_ttl)) = ops::fast_token(line) {
                 match want {
                     Request::Token { profile: p, min_ttl: t } => {
                         prop_assert_eq!(profile, p.as_deref());
@@ -221,14 +222,14 @@ proptest! {
         prop_assert_eq!(back, Some(e));
 
         let mut out = Vec::new();
-        handler::write_ok(&mut out, &ProfileReply { profile: profile.clone() });
+        ops::write_ok(&mut out, &ProfileReply { profile: profile.clone() });
         let t = TokenReply {
             access_token: Secret::new(token.clone()),
             token_type: "bearer".into(),
             expires_at,
             profile: profile.clone(),
         };
-        handler::write_ok(&mut out, &t);
+        ops::write_ok(&mut out, &t);
         let mut lines = out.split_inclusive(|&b| b == b'\n');
         let first = lines.next().unwrap();
         let second = lines.next().unwrap();
@@ -252,8 +253,8 @@ proptest! {
             format!("{lead}[{}]", items.join(",")),
             format!("{lead}{}", items.first().cloned().unwrap_or_else(|| "1".into())),
         ] {
-            prop_assert_eq!(handler::fast_token(line.as_bytes()), None);
-            let e = handler::parse_request(line.as_bytes()).unwrap_err();
+            prop_assert_eq!(ops::fast_token(line.as_bytes()), None);
+            let e = ops::parse_request(line.as_bytes()).unwrap_err();
             prop_assert_eq!(e.code, ErrorCode::BadRequest);
         }
     }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use ce_auth::issuer::{Counters, Fault, Issuer, IssuerBuilder};
+use ce_auth_issuer::{Counters, Fault, Issuer, IssuerBuilder};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -346,7 +346,7 @@ async fn seeded_clients_belong_to_the_first_user_or_a_built_in_one() {
         .json()
         .await
         .expect("json");
-    assert_eq!(who["email"], ce_auth::issuer::DEV_USER_EMAIL);
+    assert_eq!(who["email"], ce_auth_issuer::DEV_USER_EMAIL);
 }
 
 async fn alone_basic(c: &reqwest::Client, issuer: &Issuer) -> reqwest::Response {

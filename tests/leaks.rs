@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 
 use authd_support::{Authd, DEADLINE, Spec, wait_for};
-use ce_auth::issuer::Issuer;
+use ce_auth_issuer::Issuer;
 use serde_json::{Value, json};
 
 /// An emulated issuer with one user and one API client, served from its own runtime.

@@ -12,8 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ce_auth::client::Client;
-use ce_auth::issuer::Fault;
 use ce_auth::protocol::{StatusReply, exit};
+use ce_auth_issuer::Fault;
 use client_support::*;
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -4,7 +4,7 @@
 #[test]
 #[cfg(target_os = "linux")]
 fn harden_makes_the_process_non_dumpable_without_core_files() {
-    use ce_auth::hardening;
+    use ce_auth::daemon::hardening;
     assert_eq!(
         hardening::is_dumpable(),
         Some(true),

@@ -4,10 +4,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ce_auth::config::{Profile, ProfileSpec};
-use ce_auth::issuer::{Fault, Issuer};
-use ce_auth::oauth::{self, ErrorClass, ExpirySource, HttpClients, Token, TokenError};
+use ce_auth::daemon::config::{Profile, ProfileSpec};
+use ce_auth::daemon::oauth::{self, ErrorClass, ExpirySource, HttpClients, Token, TokenError};
 use ce_auth::secret::Secret;
+use ce_auth_issuer::{Fault, Issuer};
 
 const EMAIL: &str = "me@example.com";
 const PASSWORD: &str = "correct-horse-battery";

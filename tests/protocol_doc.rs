@@ -175,19 +175,19 @@ fn documented_limits_match_the_code() {
     assert!(DOC.contains("64 KiB"));
     assert!(DOC.contains(&format!(
         "| concurrent connections | {}, and never more than the open file limit less {} |",
-        ce_auth::server::DEFAULT_MAX_CONNECTIONS,
-        ce_auth::server::FD_RESERVE
+        ce_auth::daemon::server::DEFAULT_MAX_CONNECTIONS,
+        ce_auth::daemon::server::FD_RESERVE
     )));
     assert!(DOC.contains(&format!(
         "{} s, then the connection is closed",
-        ce_auth::server::DEFAULT_IDLE_TIMEOUT.as_secs()
+        ce_auth::daemon::server::DEFAULT_IDLE_TIMEOUT.as_secs()
     )));
     assert!(DOC.contains(&format!(
         "| finishing a started line | {} s",
-        ce_auth::server::LINE_TIMEOUT.as_secs()
+        ce_auth::daemon::server::LINE_TIMEOUT.as_secs()
     )));
     assert!(DOC.contains(&format!(
         "| finishing in-flight requests at shutdown | {} s |",
-        ce_auth::server::DRAIN_TIMEOUT.as_secs()
+        ce_auth::daemon::server::DRAIN_TIMEOUT.as_secs()
     )));
 }

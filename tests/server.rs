@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use ce_auth::config::DaemonSettings;
-use ce_auth::ipc::{self, BindError};
+use ce_auth::daemon::config::DaemonSettings;
+use ce_auth::daemon::server::listener::{self, BindError};
 use ce_auth::protocol::{self, PROTOCOL_VERSION};
 use serde_json::{Value, json};
 use server_support::{Daemon, error_code, eventually};
@@ -148,7 +148,7 @@ fn reload_rereads_the_config_file() {
     std::fs::write(&cfg, "").unwrap();
     let d = Daemon::start_with(
         DaemonSettings::default(),
-        ce_auth::config::Config::default(),
+        ce_auth::daemon::config::Config::default(),
         Some(cfg.clone()),
     );
     let mut c = d.client();
@@ -158,7 +158,7 @@ fn reload_rereads_the_config_file() {
         assert!(r[k].is_array(), "{k} in {r}");
     }
     // the same path answered directly, as the daemon's SIGHUP handler calls it
-    assert!(ce_auth::handler::reload(&d.shared).is_ok());
+    assert!(ce_auth::daemon::ops::reload(&d.shared).is_ok());
     d.stop().unwrap();
 }
 
@@ -206,7 +206,7 @@ fn bind_refuses_a_directory_open_to_others() {
     let sub = dir.path().join("open");
     std::fs::create_dir(&sub).unwrap();
     std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let err = ipc::bind(&sub.join("agent.sock")).unwrap_err();
+    let err = listener::bind(&sub.join("agent.sock")).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, BindError::Io(_)), "{msg}");
     assert!(msg.contains("chmod 700"), "{msg}");
@@ -221,7 +221,7 @@ fn bind_refuses_to_replace_a_regular_file() {
     std::fs::set_permissions(&sub, std::fs::Permissions::from_mode(0o700)).unwrap();
     let file = sub.join("agent.sock");
     std::fs::write(&file, "precious").unwrap();
-    let err = ipc::bind(&file).unwrap_err();
+    let err = listener::bind(&file).unwrap_err();
     assert!(err.to_string().contains("not a socket"), "{err}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "precious");
 }
@@ -240,7 +240,7 @@ fn stale_socket_is_reclaimed() {
         UnixStream::connect(&path).unwrap_err().kind(),
         std::io::ErrorKind::ConnectionRefused
     );
-    let listener = ipc::bind(&path).expect("stale socket reclaimed");
+    let listener = listener::bind(&path).expect("stale socket reclaimed");
     assert_eq!(listener.path(), Some(path.as_path()));
     // the new socket accepts connections
     UnixStream::connect(&path).expect("connect to the new socket");
@@ -249,7 +249,7 @@ fn stale_socket_is_reclaimed() {
 #[test]
 fn second_bind_on_a_live_socket_is_in_use() {
     let d = Daemon::start(DaemonSettings::default());
-    match ipc::bind(&d.path) {
+    match listener::bind(&d.path) {
         Err(BindError::InUse(p)) => assert!(p.contains("agent.sock")),
         Err(e) => panic!("expected InUse, got {e}"),
         Ok(_) => panic!("second bind succeeded"),
@@ -263,13 +263,8 @@ fn second_bind_on_a_live_socket_is_in_use() {
 #[test]
 fn sync_connect_talks_to_the_daemon() {
     let d = Daemon::start(DaemonSettings::default());
-    let stream = ipc::connect(&d.path).expect("connect");
-    (&stream)
-        .write_all(b"{\"op\":\"hello\",\"version\":1}\n")
-        .unwrap();
-    let mut lines = ce_auth::wire::SyncLines::new(std::io::BufReader::new(&stream));
-    let line = lines.read_line().unwrap().expect("a reply");
-    let hello: protocol::HelloReply = protocol::parse_reply(line).unwrap();
+    let client = ce_auth::client::Client::connect(&d.path).expect("connect");
+    let hello = client.daemon();
     assert_eq!(hello.version, PROTOCOL_VERSION);
     d.stop().unwrap();
 }

@@ -9,7 +9,7 @@ mod server_support;
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
-use ce_auth::config::DaemonSettings;
+use ce_auth::daemon::config::DaemonSettings;
 use server_support::Daemon;
 
 #[test]

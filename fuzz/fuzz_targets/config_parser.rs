@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use ce_auth::config::Config;
+use ce_auth::daemon::config::Config;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

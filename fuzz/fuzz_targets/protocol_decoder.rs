@@ -11,9 +11,9 @@
 
 use std::io::{BufReader, Read};
 
-use ce_auth::handler;
+use ce_auth::daemon::ops;
 use ce_auth::protocol::{self, ErrorCode, Request};
-use ce_auth::wire::SyncLines;
+use ce_auth::framing::SyncLines;
 use libfuzzer_sys::fuzz_target;
 
 /// A small cap so over-long lines are exercised without megabyte inputs.
@@ -71,8 +71,8 @@ fuzz_target!(|input: &[u8]| {
 });
 
 fn decode(line: &[u8]) {
-    let full = handler::parse_request(line);
-    if let Some((profile, min_ttl)) = handler::fast_token(line) {
+    let full = ops::parse_request(line);
+    if let Some((profile, min_ttl)) = ops::fast_token(line) {
         match &full {
             Ok(Request::Token {
                 profile: p,
@@ -93,7 +93,7 @@ fn decode(line: &[u8]) {
                 return;
             }
             let text = serde_json::to_vec(&req).expect("a request serialises");
-            let again = handler::parse_request(&text).expect("a serialised request parses");
+            let again = ops::parse_request(&text).expect("a serialised request parses");
             assert_eq!(again, req);
         }
         Err(e) => {

@@ -1,12 +1,12 @@
 //! `ce-authd`: the ce-auth daemon. Parses arguments, sets up logging and
-//! hardening, then hands over to [`ce_auth::lifecycle::run`].
+//! hardening, then hands over to [`ce_auth::daemon::lifecycle::run`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ce_auth::lifecycle::{self, Mode, Options, exit};
+use ce_auth::daemon::lifecycle::{self, Mode, Options, exit};
 use clap::{Args, Parser, Subcommand};
 
 const AFTER_HELP: &str = "\
@@ -69,12 +69,12 @@ struct DaemonArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run the emulated Climate Engine issuer alone.
-    Issuer(ce_auth::issuer::cli::IssuerArgs),
+    Issuer(ce_auth_issuer::cli::IssuerArgs),
 }
 
 fn main() -> ExitCode {
     // before anything reads a secret: no core files, no ptrace by other processes
-    let hardening = ce_auth::hardening::harden();
+    let hardening = ce_auth::daemon::hardening::harden();
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_level.as_deref()) {
         eprintln!("ce-authd: {e:#}");
@@ -115,12 +115,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_issuer(args: ce_auth::issuer::cli::IssuerArgs) -> anyhow::Result<()> {
+fn run_issuer(args: ce_auth_issuer::cli::IssuerArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(ce_auth::issuer::cli::run(args))
+        .block_on(ce_auth_issuer::cli::run(args))
 }
 
 /// Logs to stderr: readable in a terminal; when stderr is the journal, no

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use ce_auth::issuer::Issuer;
+use ce_auth_issuer::Issuer;
 
 pub const EMAIL: &str = "user@example.com";
 pub const PASSWORD: &str = "user-password-1";

@@ -11,12 +11,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use ce_auth::config::{Config, Profile, ProfileSpec};
-use ce_auth::engine::Engine;
-use ce_auth::engine::schedule::{BACKOFF_BASE, BACKOFF_CAP, MIN_RETRY};
-use ce_auth::issuer::{Issuer, TokenRequest};
+use ce_auth::daemon::config::{Config, Profile, ProfileSpec};
+use ce_auth::daemon::engine::Engine;
+use ce_auth::daemon::engine::schedule::{BACKOFF_BASE, BACKOFF_CAP, MIN_RETRY};
 use ce_auth::protocol::{ErrorCode, ProfileStatus};
 use ce_auth::secret::Secret;
+use ce_auth_issuer::{Issuer, TokenRequest};
 
 pub const CLIENT_ID: &str = "client-one";
 pub const CLIENT_SECRET: &str = "client-one-secret-0123456789abcdef";
@@ -356,7 +356,7 @@ pub fn check_status(name: &str, st: &ProfileStatus, t: f64, x: &Expect) {
             let next = st.next_refresh.expect("a next attempt is planned") as f64;
             // the next attempt is no further away than the largest step so far
             let bound = if st.state == "failed" {
-                ce_auth::engine::schedule::PERMANENT_RETRY
+                ce_auth::daemon::engine::schedule::PERMANENT_RETRY
             } else {
                 step_bound(st.failed.min(u64::from(u32::MAX)) as u32, x.retry_after)
             };

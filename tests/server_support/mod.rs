@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ce_auth::config::{Config, DaemonSettings};
-use ce_auth::engine::Engine;
-use ce_auth::server::{self, Shared};
+use ce_auth::daemon::config::{Config, DaemonSettings};
+use ce_auth::daemon::engine::Engine;
+use ce_auth::daemon::ops::Shared;
+use ce_auth::daemon::server;
 use serde_json::Value;
 
 /// How long any single wait in a test may take before the test fails.
@@ -46,7 +47,7 @@ impl Daemon {
             .enable_all()
             .build()
             .expect("runtime");
-        let listener = ce_auth::ipc::bind(&path).expect("bind");
+        let listener = ce_auth::daemon::server::listener::bind(&path).expect("bind");
         let engine = rt.block_on(async { Engine::new(config) });
         let shared = Arc::new(Shared::new(engine, config_path, settings));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

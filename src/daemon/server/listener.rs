@@ -1,5 +1,6 @@
-//! Local sockets: names, bind/connect, stale-socket reclaim and the peer
-//! check. The one place where Unix sockets and Windows named pipes differ.
+//! The daemon's half of the local socket: bind, stale-socket reclaim, systemd
+//! adoption and the check of each peer. Where the daemon's Unix socket and
+//! Windows named pipe differ.
 //!
 //! Built on `interprocess` local sockets: a Unix domain socket on Unix, a
 //! named pipe on Windows, behind the same [`Listener`] / [`Stream`] API.
@@ -11,10 +12,6 @@ use interprocess::local_socket::traits::StreamCommon;
 
 /// A connection accepted by the daemon (tokio flavour).
 pub type Stream = interprocess::local_socket::tokio::Stream;
-
-/// A client connection to the daemon (blocking flavour; `&ClientStream`
-/// implements `Read` and `Write`).
-pub type ClientStream = interprocess::local_socket::Stream;
 
 /// A bound listener ready to accept connections.
 ///
@@ -118,13 +115,6 @@ pub fn from_systemd() -> std::io::Result<Option<Listener>> {
     imp::from_systemd()
 }
 
-/// Connects to the daemon's socket at `path` (blocking; for the client).
-pub fn connect(path: &Path) -> io::Result<ClientStream> {
-    use interprocess::local_socket::ConnectOptions;
-    let name = imp::name(path)?;
-    ConnectOptions::new().name(name).connect_sync()
-}
-
 /// Checks that the peer of `stream` may use the daemon: the same effective
 /// uid as the daemon, or one listed in `allow_uids`. Returns the peer's uid.
 pub fn check_peer(stream: &Stream, allow_uids: &[u32]) -> Result<Option<u32>, PeerRefused> {
@@ -137,15 +127,12 @@ pub fn check_peer(stream: &Stream, allow_uids: &[u32]) -> Result<Option<u32>, Pe
 #[cfg(unix)]
 mod imp {
     use super::*;
-    use interprocess::local_socket::{GenericFilePath, ListenerOptions, Name, ToFsName};
+    use crate::paths::socket_name as name;
+    use interprocess::local_socket::ListenerOptions;
     use interprocess::os::unix::local_socket::ListenerOptionsExt;
     use interprocess::os::unix::uds_local_socket::Listener as UdsListener;
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     use std::sync::atomic::{AtomicBool, Ordering};
-
-    pub(super) fn name(path: &Path) -> io::Result<Name<'_>> {
-        path.to_fs_name::<GenericFilePath>()
-    }
 
     pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
         let dir = match path.parent() {
@@ -271,23 +258,8 @@ mod imp {
 #[cfg(windows)]
 mod imp {
     use super::*;
-    use interprocess::local_socket::{GenericNamespaced, ListenerOptions, Name, ToNsName};
-
-    /// The pipe name for a socket path: `\\.\pipe\ce-auth-<path with separators flattened>`.
-    pub(super) fn name(path: &Path) -> io::Result<Name<'static>> {
-        let flat: String = path
-            .to_string_lossy()
-            .chars()
-            .map(|c| {
-                if matches!(c, '\\' | '/' | ':') {
-                    '-'
-                } else {
-                    c
-                }
-            })
-            .collect();
-        format!("ce-auth-{flat}").to_ns_name::<GenericNamespaced>()
-    }
+    use crate::paths::socket_name as name;
+    use interprocess::local_socket::ListenerOptions;
 
     pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
         // named pipes live in their own namespace and get a private default ACL

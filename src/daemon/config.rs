@@ -6,13 +6,15 @@
 //! how to fix it. `docs/CONFIG.md` documents every key.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::secret::Secret;
+pub use crate::spec::ProfileSpec;
+use crate::spec::{SPEC_KEYS, is_loopback_host};
 
 /// Climate Engine's token endpoint, the default `token_url`.
 pub const CLIMATE_ENGINE_TOKEN_URL: &str = "https://auth.climateengine.com/api/v1/auth/jwt/token";
@@ -34,85 +36,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_SECRET_FILE: u64 = 64 * 1024;
 /// Config files larger than this are refused.
 const MAX_CONFIG_FILE: u64 = 1024 * 1024;
-
-/// One `[profiles.NAME]` table as written (also the `settings` of the `add` op).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProfileSpec {
-    /// The token endpoint; [`CLIMATE_ENGINE_TOKEN_URL`] when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_url: Option<String>,
-    /// `client_credentials` (default) or `password`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grant: Option<String>,
-    /// `client_secret_basic`, `client_secret_post` or `client_secret_jwt` (default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_method: Option<String>,
-    /// The API client's id (client_credentials).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_id: Option<String>,
-    /// A file holding the client secret (mode 0600 or stricter).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_file: Option<String>,
-    /// An environment variable of the daemon holding the client secret.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_env: Option<String>,
-    /// Name of a systemd credential (a file in `$CREDENTIALS_DIRECTORY`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_secret_credential: Option<String>,
-    /// The user's e-mail (password grant).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// A file holding the password (mode 0600 or stricter).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<String>,
-    /// An environment variable of the daemon holding the password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_env: Option<String>,
-    /// Name of a systemd credential holding the password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_credential: Option<String>,
-    /// `scope` form parameter of token requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scope: Option<String>,
-    /// `audience` form parameter of token requests.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub audience: Option<String>,
-    /// `resource` form parameter of token requests (RFC 8707).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resource: Option<String>,
-    /// Hosts (optionally `host/path` prefixes) whose git credentials this profile answers.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub git_hosts: Vec<String>,
-    /// A file the daemon keeps holding the current token (mode 0600).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<String>,
-    /// Background refresh happens at a random point in this window, as
-    /// fractions of the token's lifetime: `[low, high]` (default `[0.5, 0.7]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_fraction: Option<Vec<f64>>,
-    /// Seconds before expiry by which a refresh is due at the latest (default 120).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_margin: Option<u64>,
-    /// Seconds without use after which background refresh stops (default 3600).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout: Option<u64>,
-    /// Token lifetime in seconds assumed when the issuer gives none (default 300).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_lifetime: Option<u64>,
-    /// Extra CA certificates (PEM) to trust for the token and API endpoints.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<String>,
-    /// Seconds to wait for a TCP/TLS connection (default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub connect_timeout: Option<u64>,
-    /// Seconds a whole request may take (default 30).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<u64>,
-    /// Base URL of the API (`users/me`, `clients/`); the token URL's origin when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_url: Option<String>,
-}
 
 /// The `[daemon]` table: settings of the socket server.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -398,34 +321,6 @@ fn spec_from_table(name: &str, table: toml::Table) -> Result<ProfileSpec, Config
         .map_err(|e| ConfigError::new(format!("profile \"{name}\": {}", e.message())))
 }
 
-/// Every key of a profile table, for "unknown key" messages.
-const SPEC_KEYS: &[&str] = &[
-    "token_url",
-    "grant",
-    "auth_method",
-    "client_id",
-    "client_secret_file",
-    "client_secret_env",
-    "client_secret_credential",
-    "username",
-    "password_file",
-    "password_env",
-    "password_credential",
-    "scope",
-    "audience",
-    "resource",
-    "git_hosts",
-    "token_file",
-    "refresh_fraction",
-    "refresh_margin",
-    "idle_timeout",
-    "default_lifetime",
-    "ca_file",
-    "connect_timeout",
-    "timeout",
-    "api_url",
-];
-
 impl Profile {
     /// Validates settings given at runtime (`add`), with the secret supplied directly.
     ///
@@ -446,7 +341,7 @@ impl Profile {
         secret: Option<Secret>,
         base: Option<&Path>,
     ) -> Result<Profile, ConfigError> {
-        validate_profile_name(name)?;
+        crate::spec::validate_profile_name(name).map_err(ConfigError::new)?;
         let err = |key: &str, msg: String| key_err(name, key, msg);
 
         let token_url = spec
@@ -745,22 +640,6 @@ impl Profile {
     }
 }
 
-fn validate_profile_name(name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(format!(
-            "profile \"{}\": invalid name; use 1 to 64 letters, digits, '-', '_' or '.'",
-            name.escape_debug()
-        )))
-    }
-}
-
 /// Checks a token or API URL: `https`, or `http` only to a loopback host, and
 /// no user name or password in it.
 pub fn validate_url(s: &str) -> Result<url::Url, String> {
@@ -774,7 +653,7 @@ pub fn validate_url(s: &str) -> Result<url::Url, String> {
     }
     match u.scheme() {
         "https" => {}
-        "http" if is_loopback(&u) => {}
+        "http" if u.host_str().is_some_and(is_loopback_host) => {}
         "http" => {
             return Err(format!(
                 "\"{s}\" uses plain http, which is allowed only for loopback hosts \
@@ -787,15 +666,6 @@ pub fn validate_url(s: &str) -> Result<url::Url, String> {
         return Err(format!("\"{s}\" has no host"));
     }
     Ok(u)
-}
-
-fn is_loopback(u: &url::Url) -> bool {
-    match u.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    }
 }
 
 /// Expands `~` and anchors relative paths at `base` (the config file's directory).

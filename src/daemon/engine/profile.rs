@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 
 use super::schedule;
 use super::{Ctx, EngineError};
-use crate::config::Profile;
-use crate::oauth::{ErrorClass, Token, TokenError};
+use crate::daemon::config::Profile;
+use crate::daemon::oauth::{ErrorClass, Token, TokenError};
 use crate::protocol::{ErrorCode, ProfileStatus, TokenReply};
 use crate::secret::Secret;
 

@@ -10,6 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -352,7 +353,7 @@ async fn create_client(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Resp
         Json(serde_json::json!({
             "user_id": user_id,
             "client_id": client_id,
-            "client_secret": secret.expose(),
+            "client_secret": secret.expose_secret(),
         })),
     )
         .into_response();

@@ -8,12 +8,12 @@ use anyhow::{Context, anyhow};
 use zeroize::Zeroizing;
 
 use super::{AddArgs, Cli, Command, GitAction, LoginArgs, TokenArgs, table};
-use crate::client::{Autostart, Client, ClientError, autostart_disabled_by_env};
-use crate::clientcfg::{self, ClientConfigError, LoginProfile};
-use crate::config::ProfileSpec;
-use crate::gitcred::{self, CredentialRequest};
+use crate::client::config::{self as clientcfg, ClientConfigError, LoginProfile};
+use crate::client::conn::{Autostart, Client, ClientError, autostart_disabled_by_env};
+use crate::client::gitcred::{self, CredentialRequest};
 use crate::protocol::{Request, exit};
 use crate::secret::Secret;
+use crate::spec::ProfileSpec;
 
 /// The most bytes read from standard input for a secret or a git request.
 const MAX_STDIN: u64 = 64 * 1024;

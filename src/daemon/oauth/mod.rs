@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::config::{AuthMethod, Grant, Profile, Settings};
+use crate::daemon::config::{AuthMethod, Grant, Profile, Settings};
 use crate::secret::Secret;
 
 /// Largest response body read from the issuer.
@@ -277,7 +277,7 @@ pub async fn password_token(
         &form,
         None,
         sent_at,
-        crate::config::DEFAULT_LIFETIME,
+        crate::daemon::config::DEFAULT_LIFETIME,
     )
     .await
 }

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::ProfileSpec;
-use crate::gitcred::GitProfile;
+use super::gitcred::GitProfile;
+use crate::spec::ProfileSpec;
 
 /// A problem with the configuration file as the client sees it.
 #[derive(Debug, thiserror::Error)]
@@ -27,9 +27,8 @@ pub enum ClientConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "invalid profile name {0:?}: use letters, digits, `.`, `_` and `-`, not starting with `.` or `-`"
-    )]
+    /// The message of [`crate::spec::validate_profile_name`].
+    #[error("{0}")]
     BadProfileName(String),
 }
 
@@ -43,19 +42,9 @@ struct FileView {
     profiles: BTreeMap<String, ProfileSpec>,
 }
 
-/// Profile names end up in file names (`<profile>.secret`), so keep them plain.
+/// Checks a profile name by the rule the daemon applies ([`crate::spec::validate_profile_name`]).
 pub fn validate_profile_name(name: &str) -> Result<(), ClientConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ClientConfigError::BadProfileName(name.to_string()))
-    }
+    crate::spec::validate_profile_name(name).map_err(ClientConfigError::BadProfileName)
 }
 
 fn read_text(path: &Path) -> Result<Option<String>, ClientConfigError> {

@@ -6,8 +6,12 @@
 //! bounded time. A connection whose first bytes are an HTTP request line is
 //! served one minimal HTTP request (`GET /v1/token`, `GET /v1/status`).
 
+pub mod framing;
+mod http;
+pub mod listener;
+
 use std::future::Future;
-use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,12 +20,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use zeroize::Zeroize;
 
-use crate::config::DaemonSettings;
-use crate::engine::Engine;
-use crate::handler;
-use crate::ipc::{self, Stream};
+use crate::daemon::config::DaemonSettings;
+
+use crate::daemon::ops::{self, Shared};
+use crate::framing::{FrameError, ZeroingReader};
 use crate::protocol::{ErrorCode, MAX_LINE, WireError};
-use crate::wire::{AsyncLines, FrameError, ZeroingReader};
+use framing::AsyncLines;
+use listener::{self as ipc, Stream};
 
 /// Connections served at once when `max_connections` is not set.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -43,34 +48,6 @@ pub const FD_RESERVE: u64 = 64;
 const OUT_HIGH_WATER: usize = 256 * 1024;
 /// A client over the connection cap gets this long to take its `busy` reply.
 const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
-
-/// What every connection handler shares.
-pub struct Shared {
-    pub engine: Arc<Engine>,
-    /// The config file `reload` re-reads; `None` when the daemon runs without one (e.g. `--dev` only).
-    pub config_path: Option<PathBuf>,
-    pub settings: DaemonSettings,
-    pub started: Instant,
-    /// Fires when a client sends `shutdown`; `run` then returns.
-    pub shutdown: tokio::sync::Notify,
-}
-
-impl Shared {
-    /// Shared state for a daemon started now.
-    pub fn new(
-        engine: Arc<Engine>,
-        config_path: Option<PathBuf>,
-        settings: DaemonSettings,
-    ) -> Shared {
-        Shared {
-            engine,
-            config_path,
-            settings,
-            started: Instant::now(),
-            shutdown: tokio::sync::Notify::new(),
-        }
-    }
-}
 
 /// Per-connection time limits derived from [`DaemonSettings`].
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +76,7 @@ impl Limits {
 ///
 /// The socket file is removed when the listener is dropped here.
 pub async fn run(
-    listener: crate::ipc::Listener,
+    listener: listener::Listener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -302,7 +279,7 @@ async fn connection(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                handler::handle_line(&shared, line, &mut out).await;
+                ops::handle_line(&shared, line, &mut out).await;
                 if out.len() >= OUT_HIGH_WATER && !flush(&stream, &mut out, limits.write).await {
                     break "client does not read its replies";
                 }
@@ -313,7 +290,7 @@ async fn connection(
                     ErrorCode::LineTooLong,
                     format!("request line longer than {cap} bytes; closing the connection"),
                 );
-                handler::write_err(&mut out, &e);
+                ops::write_err(&mut out, &e);
                 break "line too long";
             }
             Err(FrameError::Idle) => break "idle timeout",
@@ -341,171 +318,4 @@ async fn flush(stream: &Stream, out: &mut Vec<u8>, timeout: Duration) -> bool {
     out.as_mut_slice().zeroize();
     out.clear();
     ok
-}
-
-/// The minimal HTTP/1.x face of the socket, for `curl --unix-socket`.
-mod http {
-    use super::*;
-    use crate::protocol::{StatusReply, TokenReply};
-
-    /// Reads one request head (at most [`MAX_LINE`] bytes), answers it, and returns.
-    pub(super) async fn serve(
-        stream: &Stream,
-        reader: &mut ZeroingReader<&Stream>,
-        shared: &Shared,
-        limits: Limits,
-    ) {
-        let deadline = tokio::time::Instant::now() + limits.line;
-        let mut head: Vec<u8> = Vec::with_capacity(1024);
-        let (status, body) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; 64];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(&head) {
-                Ok(httparse::Status::Complete(_)) => {
-                    let method = req.method.unwrap_or("");
-                    let target = req.path.unwrap_or("");
-                    break route(shared, method, target).await;
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => {
-                    break error(431, ErrorCode::BadRequest, "too many request headers");
-                }
-                Err(e) => {
-                    break error(
-                        400,
-                        ErrorCode::BadRequest,
-                        &format!("malformed HTTP request: {e}"),
-                    );
-                }
-            }
-            if head.len() >= MAX_LINE {
-                break error(
-                    431,
-                    ErrorCode::LineTooLong,
-                    &format!("request head longer than {MAX_LINE} bytes"),
-                );
-            }
-            let avail = match tokio::time::timeout_at(deadline, reader.fill_buf()).await {
-                Ok(Ok(a)) if !a.is_empty() => a,
-                Ok(_) => return,
-                Err(_) => {
-                    break error(
-                        408,
-                        ErrorCode::BadRequest,
-                        "request head not finished in time",
-                    );
-                }
-            };
-            let n = avail.len().min(MAX_LINE - head.len());
-            head.extend_from_slice(&avail[..n]);
-            reader.consume(n);
-        };
-        let mut out = format!(
-            "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-            reason(status),
-            body.len()
-        )
-        .into_bytes();
-        out.extend_from_slice(&body);
-        flush(stream, &mut out, limits.write).await;
-    }
-
-    async fn route(shared: &Shared, method: &str, target: &str) -> (u16, Vec<u8>) {
-        let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        tracing::debug!(method, path, "http request");
-        let known = matches!(path, "/v1/token" | "/v1/status");
-        if known && method != "GET" {
-            return error(
-                405,
-                ErrorCode::BadRequest,
-                &format!("{path} accepts GET only"),
-            );
-        }
-        match path {
-            "/v1/token" => {
-                let mut profile = None;
-                let mut min_ttl = None;
-                for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-                    match &*k {
-                        "profile" => profile = Some(v.into_owned()),
-                        "min_ttl" => match v.parse::<u64>() {
-                            Ok(n) => min_ttl = Some(n),
-                            Err(_) => {
-                                return error(
-                                    400,
-                                    ErrorCode::BadRequest,
-                                    "min_ttl must be a number of seconds",
-                                );
-                            }
-                        },
-                        other => {
-                            return error(
-                                400,
-                                ErrorCode::BadRequest,
-                                &format!(
-                                    "unknown query parameter `{}`; use profile and min_ttl",
-                                    other.escape_debug()
-                                ),
-                            );
-                        }
-                    }
-                }
-                reply::<TokenReply>(handler::token(shared, profile.as_deref(), min_ttl).await)
-            }
-            "/v1/status" => reply::<StatusReply>(handler::status(shared, None)),
-            _ => error(
-                404,
-                ErrorCode::BadRequest,
-                "no such endpoint; try GET /v1/token?profile=NAME&min_ttl=SECS or GET /v1/status",
-            ),
-        }
-    }
-
-    fn reply<T: serde::Serialize>(r: Result<T, WireError>) -> (u16, Vec<u8>) {
-        let status = match &r {
-            Ok(_) => 200,
-            Err(e) => status_of(e.code),
-        };
-        let mut body = Vec::new();
-        handler::respond(&mut body, r);
-        (status, body)
-    }
-
-    fn error(status: u16, code: ErrorCode, message: &str) -> (u16, Vec<u8>) {
-        let mut body = Vec::new();
-        handler::write_err(&mut body, &WireError::new(code, message));
-        (status, body)
-    }
-
-    /// The HTTP status for an error code (documented in docs/PROTOCOL.md).
-    pub(crate) fn status_of(code: ErrorCode) -> u16 {
-        match code {
-            ErrorCode::BadRequest | ErrorCode::UnsupportedVersion => 400,
-            ErrorCode::PermissionDenied => 403,
-            ErrorCode::UnknownProfile => 404,
-            ErrorCode::ProfileExists => 409,
-            ErrorCode::LineTooLong => 431,
-            ErrorCode::ConfigError | ErrorCode::Internal => 500,
-            ErrorCode::CredentialsRejected => 502,
-            ErrorCode::IssuerUnavailable | ErrorCode::Busy | ErrorCode::ShuttingDown => 503,
-        }
-    }
-
-    fn reason(status: u16) -> &'static str {
-        match status {
-            200 => "OK",
-            400 => "Bad Request",
-            403 => "Forbidden",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            408 => "Request Timeout",
-            409 => "Conflict",
-            431 => "Request Header Fields Too Large",
-            500 => "Internal Server Error",
-            502 => "Bad Gateway",
-            503 => "Service Unavailable",
-            _ => "Error",
-        }
-    }
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::errors::OAuthError;
 use super::form::Form;
 use super::store::{JtiRefusal, MAX_JTI_LEN, Store, secrets_equal};
-use crate::secret::Secret;
+use secrecy::{ExposeSecret, SecretString as Secret};
 
 /// The only `client_assertion_type` accepted.
 pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -133,7 +133,7 @@ pub(crate) fn presented(headers: &HeaderMap, form: &Form) -> Result<Presented, O
                     )
                 })?
                 .to_owned(),
-            secret: Secret::new(form.require("client_secret")?.to_owned()),
+            secret: Secret::from(form.require("client_secret")?.to_owned()),
         }),
         Some(Method::Jwt) => {
             let kind = form.require("client_assertion_type")?;
@@ -165,8 +165,8 @@ fn basic(value: Option<&axum::http::HeaderValue>) -> Result<(String, Secret), OA
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .map_err(|_| refuse())?;
-    let decoded = Secret::new(String::from_utf8(decoded).map_err(|_| refuse())?);
-    let (id, secret) = decoded.expose().split_once(':').ok_or_else(refuse)?;
+    let decoded = Secret::from(String::from_utf8(decoded).map_err(|_| refuse())?);
+    let (id, secret) = decoded.expose_secret().split_once(':').ok_or_else(refuse)?;
     // RFC 6749 appendix B: '+' is a space, then percent-decoding
     let unescape = |s: &str| -> Result<String, OAuthError> {
         percent_encoding::percent_decode_str(&s.replace('+', " "))
@@ -175,7 +175,7 @@ fn basic(value: Option<&axum::http::HeaderValue>) -> Result<(String, Secret), OA
             .map_err(|_| refuse())
     };
     let id = unescape(id)?;
-    let secret = Secret::new(unescape(secret)?);
+    let secret = Secret::from(unescape(secret)?);
     if id.is_empty() {
         return Err(refuse());
     }
@@ -198,7 +198,7 @@ pub(crate) fn authenticate(
             secret,
         } => {
             let client = active_client(store, method, &client_id)?;
-            if !secrets_equal(client.secret.expose(), secret.expose()) {
+            if !secrets_equal(client.secret.expose_secret(), secret.expose_secret()) {
                 return Err(method.refuse("wrong client secret"));
             }
             Ok(Authenticated {
@@ -264,7 +264,7 @@ fn assertion_client(
     validation.set_issuer(&[&client_id]);
     validation.sub = Some(client_id.clone());
     validation.set_required_spec_claims(&["exp", "aud", "iss", "sub"]);
-    let key = DecodingKey::from_secret(client.secret.expose().as_bytes());
+    let key = DecodingKey::from_secret(client.secret.expose_secret().as_bytes());
     let claims = jsonwebtoken::decode::<serde_json::Value>(assertion, &key, &validation)
         .map_err(|e| {
             m.refuse(match e.kind() {
@@ -368,7 +368,7 @@ mod tests {
             } => {
                 assert_eq!(method, Method::Basic);
                 assert_eq!(client_id, "my id");
-                assert_eq!(secret.expose(), "s:e t");
+                assert_eq!(secret.expose_secret(), "s:e t");
             }
             Presented::Assertion { .. } => panic!("not basic"),
         }

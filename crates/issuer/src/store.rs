@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use uuid::Uuid;
 
-use crate::secret::Secret;
+use secrecy::{ExposeSecret, SecretString as Secret};
 
 /// At most this many `jti`s are remembered; beyond it new assertions are
 /// refused rather than forgetting unexpired ones (which would allow replay).
@@ -79,7 +79,7 @@ impl Store {
             .iter()
             .find(|u| u.email.eq_ignore_ascii_case(email))?;
         let stored = user.password.as_ref()?;
-        secrets_equal(stored.expose(), password).then_some(user.id)
+        secrets_equal(stored.expose_secret(), password).then_some(user.id)
     }
 
     /// Adds a client with a known id and secret (pre-seeded).
@@ -98,8 +98,8 @@ impl Store {
     pub fn create_client(&mut self, user_id: Uuid) -> (String, Secret) {
         let id = generate_client_id();
         let secret = generate_client_secret();
-        self.add_client(&id, Secret::new(secret.clone()), user_id);
-        (id, Secret::new(secret))
+        self.add_client(&id, Secret::from(secret.clone()), user_id);
+        (id, Secret::from(secret))
     }
 
     /// The client with this id, unless revoked.
@@ -181,7 +181,7 @@ mod tests {
     #[test]
     fn passwords_match_by_email_without_case_and_exact_password() {
         let mut store = Store::default();
-        let id = store.add_user("Me@Example.com", Some(Secret::new("pw".into())));
+        let id = store.add_user("Me@Example.com", Some(Secret::from("pw".to_string())));
         store.add_user("nologin@example.com", None);
         assert_eq!(store.check_password("me@example.com", "pw"), Some(id));
         assert_eq!(store.check_password("me@example.com", "pw "), None);

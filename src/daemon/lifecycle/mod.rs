@@ -22,13 +22,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, ConfigError, Profile, ProfileSpec};
-use crate::engine::Engine;
-use crate::ipc::{self, BindError, Listener};
-use crate::issuer::Issuer;
+use crate::daemon::config::{Config, ConfigError, Profile, ProfileSpec};
+use crate::daemon::engine::Engine;
+use crate::daemon::ops::Shared;
+use crate::daemon::server;
+use crate::daemon::server::listener::{self as ipc, BindError, Listener};
+use crate::daemon::systemd;
+use crate::paths;
 use crate::secret::Secret;
-use crate::server::{self, Shared};
-use crate::{paths, systemd};
+use ce_auth_issuer::Issuer;
 
 /// Exit statuses of `ce-authd`, one definition for code, `--help` and docs.
 pub mod exit {
@@ -472,7 +474,7 @@ impl Daemon {
                 while hup.next().await {
                     tracing::info!("SIGHUP: reloading the configuration");
                     // failures are logged by reload itself; nobody waits on a reply here
-                    let _ = crate::handler::reload(&shared);
+                    let _ = crate::daemon::ops::reload(&shared);
                 }
             })
         };
@@ -657,9 +659,9 @@ pub const DEV_PROFILE: &str = "dev";
 pub const DEV_USER: &str = "dev@example.com";
 
 async fn start_dev_issuer() -> Result<(Issuer, Profile), LifecycleError> {
-    let client_id = crate::issuer::generate_client_id();
-    let client_secret = Secret::new(crate::issuer::generate_client_secret());
-    let password = Secret::new(crate::issuer::generate_client_secret());
+    let client_id = ce_auth_issuer::generate_client_id();
+    let client_secret = Secret::new(ce_auth_issuer::generate_client_secret());
+    let password = Secret::new(ce_auth_issuer::generate_client_secret());
     let issuer = Issuer::builder()
         .user(DEV_USER, password.expose())
         .client(&client_id, client_secret.expose())

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::{SetOnce, watch};
 use tokio::task::JoinHandle;
 
-use crate::secret::Secret;
+use secrecy::SecretString as Secret;
 use state::{Shared, TOKEN_PATH, lock};
 pub use store::{generate_client_id, generate_client_secret};
 
@@ -216,7 +216,7 @@ impl IssuerBuilder {
     /// Adds a user for the password grant.
     pub fn user(mut self, email: &str, password: &str) -> Self {
         self.users
-            .push((email.to_owned(), Secret::new(password.to_owned())));
+            .push((email.to_owned(), Secret::from(password.to_owned())));
         self
     }
 
@@ -224,7 +224,7 @@ impl IssuerBuilder {
     /// [`DEV_USER_EMAIL`] when there is none).
     pub fn client(mut self, client_id: &str, client_secret: &str) -> Self {
         self.clients
-            .push((client_id.to_owned(), Secret::new(client_secret.to_owned())));
+            .push((client_id.to_owned(), Secret::from(client_secret.to_owned())));
         self
     }
 

@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 
 pub use self::clock::Clock;
 use self::profile::{Entry, WaitError};
-use crate::config::{CLIMATE_ENGINE_TOKEN_URL, Config, Profile};
-use crate::oauth::{self, ErrorClass, HttpClients, Token, TokenError};
+use crate::daemon::config::{CLIMATE_ENGINE_TOKEN_URL, Config, Profile};
+use crate::daemon::oauth::{self, ErrorClass, HttpClients, Token, TokenError};
 use crate::protocol::{
     ErrorCode, LoginReply, ProfileStatus, ReloadReply, TokenReply, WhoamiReply, WireError,
 };
@@ -390,7 +390,7 @@ impl Engine {
         password: &Secret,
     ) -> Result<LoginReply, EngineError> {
         let token_url = token_url.unwrap_or(CLIMATE_ENGINE_TOKEN_URL);
-        let url = crate::config::validate_url(token_url).map_err(|m| EngineError {
+        let url = crate::daemon::config::validate_url(token_url).map_err(|m| EngineError {
             code: ErrorCode::ConfigError,
             message: format!("token_url: {m}"),
         })?;
@@ -404,8 +404,8 @@ impl Engine {
             .http
             .get(
                 None,
-                crate::config::DEFAULT_CONNECT_TIMEOUT,
-                crate::config::DEFAULT_TIMEOUT,
+                crate::daemon::config::DEFAULT_CONNECT_TIMEOUT,
+                crate::daemon::config::DEFAULT_TIMEOUT,
             )
             .map_err(|e| api_error(&e))?;
         let token =

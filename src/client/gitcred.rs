@@ -79,19 +79,13 @@ impl CredentialRequest {
     pub fn transport_is_safe(&self) -> bool {
         match self.protocol.as_deref() {
             Some("https") => true,
-            Some("http") => self.host.as_deref().is_some_and(is_loopback_host),
+            Some("http") => self
+                .host
+                .as_deref()
+                .is_some_and(|h| crate::spec::is_loopback_host(strip_port(h))),
             _ => false,
         }
     }
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let name = strip_port(host);
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn strip_port(host: &str) -> &str {

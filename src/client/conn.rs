@@ -14,14 +14,14 @@ use zeroize::Zeroize;
 
 use interprocess::local_socket::traits::Stream as _;
 
-use crate::config::ProfileSpec;
-use crate::ipc::ClientStream;
+use super::transport::Stream as ClientStream;
+use crate::framing::{FrameError, SyncLines, ZeroingReader};
 use crate::protocol::{
     self, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION, ProfileReply, ReloadReply,
     Request, StatusReply, TokenReply, WhoamiReply, WireError, exit,
 };
 use crate::secret::Secret;
-use crate::wire::{FrameError, SyncLines, ZeroingReader};
+use crate::spec::ProfileSpec;
 
 /// How long a request may wait for its reply. Generous: a token request may
 /// wait for the issuer (and its retries) before the daemon answers.
@@ -156,10 +156,11 @@ impl Client {
 
     /// Connects without the handshake.
     fn open(socket: &Path, timeout: Duration) -> Result<Client, ClientError> {
-        let stream = crate::ipc::connect(socket).map_err(|error| ClientError::NotRunning {
-            socket: socket.to_path_buf(),
-            error,
-        })?;
+        let stream =
+            super::transport::connect(socket).map_err(|error| ClientError::NotRunning {
+                socket: socket.to_path_buf(),
+                error,
+            })?;
         let io_err = |source| ClientError::Io {
             socket: socket.to_path_buf(),
             source,

@@ -3,17 +3,48 @@
 //! Replies are serialised straight into the connection's write buffer, one
 //! line each, so a batch of pipelined requests is answered with one write.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Profile};
+use crate::daemon::config::DaemonSettings;
+use crate::daemon::config::{Config, Profile};
+use crate::daemon::engine::Engine;
 use crate::protocol::{
     DEFAULT_MIN_TTL, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION, ProfileReply,
     ReloadReply, Request, StatusReply, TokenReply, WhoamiReply, WireError,
 };
 use crate::secret::Secret;
-use crate::server::Shared;
+
+/// What every connection handler shares.
+pub struct Shared {
+    pub engine: Arc<Engine>,
+    /// The config file `reload` re-reads; `None` when the daemon runs without one (e.g. `--dev` only).
+    pub config_path: Option<PathBuf>,
+    pub settings: DaemonSettings,
+    pub started: Instant,
+    /// Fires when a client sends `shutdown`; `run` then returns.
+    pub shutdown: tokio::sync::Notify,
+}
+
+impl Shared {
+    /// Shared state for a daemon started now.
+    pub fn new(
+        engine: Arc<Engine>,
+        config_path: Option<PathBuf>,
+        settings: DaemonSettings,
+    ) -> Shared {
+        Shared {
+            engine,
+            config_path,
+            settings,
+            started: Instant::now(),
+            shutdown: tokio::sync::Notify::new(),
+        }
+    }
+}
 
 /// The daemon's name and version as reported by `hello` and `status`.
 pub fn daemon_name() -> String {
@@ -131,7 +162,7 @@ pub fn status(shared: &Shared, profile: Option<&str>) -> Result<StatusReply, Wir
         pid: std::process::id(),
         uptime: shared.started.elapsed().as_secs(),
         memory_locked: crate::secret::memory_locked(),
-        dumpable: crate::hardening::is_dumpable(),
+        dumpable: crate::daemon::hardening::is_dumpable(),
         default_profile: shared.engine.default_profile(),
         profiles,
     })
@@ -141,7 +172,7 @@ pub fn status(shared: &Shared, profile: Option<&str>) -> Result<StatusReply, Wir
 pub fn add(
     shared: &Shared,
     profile: &str,
-    settings: crate::config::ProfileSpec,
+    settings: crate::spec::ProfileSpec,
     secret: Option<Secret>,
     replace: bool,
 ) -> Result<ProfileReply, WireError> {
@@ -179,7 +210,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadReply, WireError> {
             "the daemon runs without a configuration file; start it with --config to use reload",
         ));
     };
-    crate::systemd::notify_reloading();
+    crate::daemon::systemd::notify_reloading();
     let result = match Config::load(path) {
         Ok(config) => {
             let reply = shared.engine.reload(config);
@@ -199,7 +230,7 @@ pub fn reload(shared: &Shared) -> Result<ReloadReply, WireError> {
             ))
         }
     };
-    crate::systemd::notify_ready();
+    crate::daemon::systemd::notify_ready();
     result
 }
 

@@ -1,0 +1,19 @@
+//! The daemon side: what `ce-authd` runs.
+//!
+//! - [`config`]: the TOML file and profile validation.
+//! - [`oauth`]: token requests, grants, client authentication, error classes,
+//!   and the Climate Engine API calls (`oauth::api`).
+//! - [`engine`]: the token cache, single-flight acquisition and the refresh schedule.
+//! - [`ops`]: the shared state and one function per socket op.
+//! - [`server`]: the accept loop, connections, the listener, the HTTP face.
+//! - [`lifecycle`]: detaching, the pidfile, signals, `--dev`.
+//! - [`hardening`], [`systemd`]: process hardening; readiness, watchdog, socket activation.
+
+pub mod config;
+pub mod engine;
+pub mod hardening;
+pub mod lifecycle;
+pub mod oauth;
+pub mod ops;
+pub mod server;
+pub mod systemd;
