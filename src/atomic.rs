@@ -8,7 +8,7 @@ use std::path::Path;
 /// Replaces `path` with `contents`, the new file having `mode` (Unix; less
 /// whatever the umask removes) from the moment it exists. The directory must
 /// exist. On error the target is untouched and no temporary file is left.
-pub fn replace_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+pub(crate) fn replace_file(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

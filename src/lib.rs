@@ -24,12 +24,12 @@
 
 #![warn(unreachable_pub)]
 
-pub mod atomic;
+mod atomic;
 pub mod client;
 #[cfg(feature = "daemon")]
 pub mod daemon;
 pub mod framing;
-pub mod paths;
+mod paths;
 pub mod protocol;
 pub mod secret;
 pub mod spec;

@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 
 /// The socket path: `--socket`, else `$CE_AUTH_SOCK`, else
 /// `$XDG_RUNTIME_DIR/ce-auth/agent.sock`, else `${TMPDIR:-/tmp}/ce-auth-<uid>/agent.sock`.
-pub fn socket_path(cli: Option<PathBuf>) -> PathBuf {
+pub(crate) fn socket_path(cli: Option<PathBuf>) -> PathBuf {
     socket_path_from(cli, &|k| std::env::var_os(k), current_uid())
 }
 
 /// [`socket_path`] with the environment and uid passed in.
-pub fn socket_path_from(
+pub(crate) fn socket_path_from(
     cli: Option<PathBuf>,
     env: &dyn Fn(&str) -> Option<OsString>,
     uid: u32,
@@ -39,7 +39,7 @@ pub fn socket_path_from(
 
 /// The `interprocess` name of the socket at `path`: the path itself on Unix;
 /// on Windows a named pipe, `\\.\pipe\ce-auth-<path with separators flattened>`.
-pub fn socket_name(path: &Path) -> io::Result<interprocess::local_socket::Name<'static>> {
+pub(crate) fn socket_name(path: &Path) -> io::Result<interprocess::local_socket::Name<'static>> {
     #[cfg(unix)]
     {
         use interprocess::local_socket::{GenericFilePath, ToFsName};
@@ -65,7 +65,7 @@ pub fn socket_name(path: &Path) -> io::Result<interprocess::local_socket::Name<'
 
 /// The config path: `--config`, else `$CE_AUTH_CONFIG`, else
 /// `$XDG_CONFIG_HOME/ce-auth/config.toml` (`~/.config/ce-auth/config.toml`).
-pub fn config_path(cli: Option<PathBuf>) -> PathBuf {
+pub(crate) fn config_path(cli: Option<PathBuf>) -> PathBuf {
     config_path_from(cli, &|k| std::env::var_os(k))
 }
 
@@ -73,7 +73,10 @@ pub fn config_path(cli: Option<PathBuf>) -> PathBuf {
 /// on Windows) supplies `~`; without either, the user's home directory from
 /// the password database (as cron and some service managers leave `HOME`
 /// unset), and only failing that a path relative to the working directory.
-pub fn config_path_from(cli: Option<PathBuf>, env: &dyn Fn(&str) -> Option<OsString>) -> PathBuf {
+pub(crate) fn config_path_from(
+    cli: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+) -> PathBuf {
     if let Some(p) = cli {
         return p;
     }
@@ -92,7 +95,8 @@ pub fn config_path_from(cli: Option<PathBuf>, env: &dyn Fn(&str) -> Option<OsStr
 }
 
 /// The pidfile, beside the socket: `<socket dir>/ce-authd.pid`.
-pub fn pidfile_path(socket: &Path) -> PathBuf {
+#[cfg(feature = "daemon")]
+pub(crate) fn pidfile_path(socket: &Path) -> PathBuf {
     socket.with_file_name("ce-authd.pid")
 }
 
@@ -102,7 +106,8 @@ pub fn pidfile_path(socket: &Path) -> PathBuf {
 /// An existing directory that fails the check is left alone and reported with
 /// the command that fixes it, since silently changing a directory we did not
 /// create could hide an attack (e.g. a pre-created directory in `/tmp`).
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+#[cfg(feature = "daemon")]
+pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -157,7 +162,7 @@ pub fn create_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// The effective uid of this process (0 on systems without uids).
-pub fn current_uid() -> u32 {
+pub(crate) fn current_uid() -> u32 {
     #[cfg(unix)]
     {
         rustix::process::geteuid().as_raw()

@@ -84,6 +84,7 @@ pub struct ProfileSpec {
 }
 
 /// Every key of a profile table, for "unknown key" messages.
+#[cfg(feature = "daemon")]
 pub(crate) const SPEC_KEYS: &[&str] = &[
     "token_url",
     "grant",

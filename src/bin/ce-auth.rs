@@ -2,5 +2,5 @@
 //! everything lives in [`ce_auth::cli`].
 
 fn main() -> std::process::ExitCode {
-    ce_auth::client::cli::main()
+    ce_auth::client::main()
 }

@@ -12,7 +12,7 @@ use crate::spec::ProfileSpec;
 
 /// A problem with the configuration file as the client sees it.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientConfigError {
+pub(super) enum ClientConfigError {
     #[error("cannot read {}", path.display())]
     Read {
         path: PathBuf,
@@ -37,13 +37,11 @@ pub enum ClientConfigError {
 #[derive(Debug, Default, Deserialize)]
 struct FileView {
     #[serde(default)]
-    default_profile: Option<String>,
-    #[serde(default)]
     profiles: BTreeMap<String, ProfileSpec>,
 }
 
 /// Checks a profile name by the rule the daemon applies ([`crate::spec::validate_profile_name`]).
-pub fn validate_profile_name(name: &str) -> Result<(), ClientConfigError> {
+pub(super) fn validate_profile_name(name: &str) -> Result<(), ClientConfigError> {
     crate::spec::validate_profile_name(name).map_err(ClientConfigError::BadProfileName)
 }
 
@@ -69,7 +67,7 @@ fn read_view(path: &Path) -> Result<FileView, ClientConfigError> {
 }
 
 /// Every profile with `git_hosts` in the file at `path` (none when the file is missing).
-pub fn git_profiles(path: &Path) -> Result<Vec<GitProfile>, ClientConfigError> {
+pub(super) fn git_profiles(path: &Path) -> Result<Vec<GitProfile>, ClientConfigError> {
     Ok(read_view(path)?
         .profiles
         .into_iter()
@@ -83,12 +81,12 @@ pub fn git_profiles(path: &Path) -> Result<Vec<GitProfile>, ClientConfigError> {
 }
 
 /// Whether the file at `path` has a `[profiles.NAME]` table.
-pub fn has_profile(path: &Path, name: &str) -> Result<bool, ClientConfigError> {
+pub(super) fn has_profile(path: &Path, name: &str) -> Result<bool, ClientConfigError> {
     Ok(read_view(path)?.profiles.contains_key(name))
 }
 
 /// `<config dir>/<profile>.secret`, where `login` keeps a profile's client secret.
-pub fn secret_file_path(config: &Path, profile: &str) -> PathBuf {
+pub(super) fn secret_file_path(config: &Path, profile: &str) -> PathBuf {
     config
         .parent()
         .unwrap_or(Path::new("."))
@@ -97,7 +95,7 @@ pub fn secret_file_path(config: &Path, profile: &str) -> PathBuf {
 
 /// What `login` saves for a profile.
 #[derive(Debug, Clone)]
-pub struct LoginProfile<'a> {
+pub(super) struct LoginProfile<'a> {
     pub profile: &'a str,
     pub client_id: &'a str,
     pub token_url: Option<&'a str>,
@@ -118,7 +116,7 @@ const CONFLICTING_KEYS: &[&str] = &[
 /// Returns `text` (a config file, possibly empty) with `[profiles.NAME]` set up
 /// for `client_credentials` + `client_secret_jwt`, and `default_profile` set
 /// when the file had none. Everything else, comments included, is kept.
-pub fn edit_login_profile(text: &str, p: &LoginProfile<'_>) -> Result<String, String> {
+pub(super) fn edit_login_profile(text: &str, p: &LoginProfile<'_>) -> Result<String, String> {
     use toml_edit::{DocumentMut, Item, Table, value};
 
     let mut doc: DocumentMut = text.parse().map_err(|e| format!("{e}"))?;
@@ -160,7 +158,10 @@ pub fn edit_login_profile(text: &str, p: &LoginProfile<'_>) -> Result<String, St
 /// Adds or updates the login profile in the config file at `config`
 /// (created, with its directory 0700, when missing). The file is replaced
 /// atomically, keeping its permissions.
-pub fn save_login_profile(config: &Path, p: &LoginProfile<'_>) -> Result<(), ClientConfigError> {
+pub(super) fn save_login_profile(
+    config: &Path,
+    p: &LoginProfile<'_>,
+) -> Result<(), ClientConfigError> {
     let text = read_text(config)?.unwrap_or_default();
     let new = edit_login_profile(&text, p).map_err(|message| ClientConfigError::Invalid {
         path: config.to_path_buf(),
@@ -175,7 +176,7 @@ pub fn save_login_profile(config: &Path, p: &LoginProfile<'_>) -> Result<(), Cli
 
 /// Writes a secret to `path` with mode 0600 from the moment the file exists
 /// (a new file renamed over any old one), never chmod'ed after the fact.
-pub fn write_secret_file(path: &Path, secret: &str) -> Result<(), ClientConfigError> {
+pub(super) fn write_secret_file(path: &Path, secret: &str) -> Result<(), ClientConfigError> {
     write_atomically(path, secret.as_bytes(), 0o600).map_err(|source| ClientConfigError::Write {
         path: path.to_path_buf(),
         source,
@@ -208,11 +209,6 @@ fn write_atomically(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<
         create_private_dir(dir)?;
     }
     crate::atomic::replace_file(path, contents, mode)
-}
-
-/// The `default_profile` named in the file, if any.
-pub fn default_profile(path: &Path) -> Result<Option<String>, ClientConfigError> {
-    Ok(read_view(path)?.default_profile)
 }
 
 #[cfg(test)]
@@ -262,8 +258,8 @@ git_hosts = [\"git.example.com\"]
         let out = edit_login_profile("", &login("ce", &sf)).unwrap();
         assert!(out.starts_with("default_profile = \"ce\"\n"), "{out}");
         assert!(out.contains("[profiles.ce]"), "{out}");
-        let view: FileView = toml::from_str(&out).unwrap();
-        assert_eq!(view.default_profile.as_deref(), Some("ce"));
+        let table: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(table["default_profile"].as_str(), Some("ce"));
     }
 
     #[test]
@@ -325,7 +321,9 @@ git_hosts = [\"git.example.com\"]
         assert_eq!(mode, 0o640);
         assert!(has_profile(&config, "dev").unwrap());
         assert!(!has_profile(&config, "nope").unwrap());
-        assert_eq!(default_profile(&config).unwrap().as_deref(), Some("dev"));
+        let table: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+        assert_eq!(table["default_profile"].as_str(), Some("dev"));
         let git = git_profiles(&config).unwrap();
         assert_eq!(git.len(), 1);
         assert_eq!(git[0].name, "gh");

@@ -25,13 +25,13 @@ use crate::spec::ProfileSpec;
 
 /// How long a request may wait for its reply. Generous: a token request may
 /// wait for the issuer (and its retries) before the daemon answers.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long autostart waits for a freshly started daemon to answer.
 const AUTOSTART_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The environment variable that turns autostart off (`1`, `true`, `yes`).
-pub const NO_AUTOSTART_ENV: &str = "CE_AUTH_NO_AUTOSTART";
+pub(super) const NO_AUTOSTART_ENV: &str = "CE_AUTH_NO_AUTOSTART";
 
 /// Why a request could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +103,7 @@ pub struct Autostart {
 }
 
 /// Whether the environment turns autostart off (`CE_AUTH_NO_AUTOSTART=1`).
-pub fn autostart_disabled_by_env() -> bool {
+pub(super) fn autostart_disabled_by_env() -> bool {
     std::env::var_os(NO_AUTOSTART_ENV).is_some_and(|v| {
         let v = v.to_string_lossy().to_ascii_lowercase();
         !(v.is_empty() || v == "0" || v == "false" || v == "no")
@@ -392,7 +392,7 @@ fn is_absent(e: &std::io::Error) -> bool {
 }
 
 /// The `ce-authd` beside this executable, else the one on `PATH`.
-pub fn find_daemon() -> Option<PathBuf> {
+pub(super) fn find_daemon() -> Option<PathBuf> {
     let name = format!("ce-authd{}", std::env::consts::EXE_SUFFIX);
     if let Some(dir) = std::env::current_exe()
         .ok()

@@ -5,12 +5,9 @@
 
 use std::fmt::Write as _;
 
-/// The longest request accepted from git, in bytes (git caps lines at 64 KiB too).
-pub const MAX_INPUT: usize = 64 * 1024;
-
 /// What git asks about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CredentialRequest {
+pub(super) struct CredentialRequest {
     pub protocol: Option<String>,
     /// Host, with `:port` when git has one.
     pub host: Option<String>,
@@ -23,7 +20,7 @@ pub struct CredentialRequest {
 
 /// A malformed request from git.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum GitCredError {
+pub(super) enum GitCredError {
     #[error("line {0} of git's credential request has no `=`")]
     NoEquals(usize),
     #[error("git's credential request has an invalid url: {0}")]
@@ -33,7 +30,7 @@ pub enum GitCredError {
 impl CredentialRequest {
     /// Parses `key=value` lines up to a blank line or the end of input.
     /// Unknown keys are ignored, as the protocol asks.
-    pub fn parse(input: &str) -> Result<CredentialRequest, GitCredError> {
+    pub(super) fn parse(input: &str) -> Result<CredentialRequest, GitCredError> {
         let mut req = CredentialRequest::default();
         for (i, line) in input.split('\n').enumerate() {
             let line = line.strip_suffix('\r').unwrap_or(line);
@@ -70,13 +67,13 @@ impl CredentialRequest {
     }
 
     /// Whether git announced a capability.
-    pub fn has_capability(&self, name: &str) -> bool {
+    pub(super) fn has_capability(&self, name: &str) -> bool {
         self.capabilities.iter().any(|c| c == name)
     }
 
     /// Whether a bearer token may be handed out for this request: HTTPS, or
     /// plain HTTP to a loopback host only (the token would travel in clear text).
-    pub fn transport_is_safe(&self) -> bool {
+    pub(super) fn transport_is_safe(&self) -> bool {
         match self.protocol.as_deref() {
             Some("https") => true,
             Some("http") => self
@@ -101,7 +98,7 @@ fn strip_port(host: &str) -> &str {
 
 /// A profile's `git_hosts` entries, for matching.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GitProfile {
+pub(super) struct GitProfile {
     pub name: String,
     /// Entries `host`, `host:port` or `host/path-prefix`.
     pub git_hosts: Vec<String>,
@@ -138,7 +135,7 @@ fn match_entry(entry: &str, host: &str, path: Option<&str>) -> Option<usize> {
 
 /// The profile whose `git_hosts` best match the request (the longest path prefix;
 /// on a tie the first in name order), or `None`.
-pub fn match_profile<'a>(
+pub(super) fn match_profile<'a>(
     req: &CredentialRequest,
     profiles: &'a [GitProfile],
 ) -> Option<&'a GitProfile> {
@@ -160,7 +157,7 @@ pub fn match_profile<'a>(
 /// `authtype`, else a username and the token as password.
 ///
 /// Returns `None` when a value cannot be carried by the protocol (a newline or NUL).
-pub fn format_answer(
+pub(super) fn format_answer(
     req: &CredentialRequest,
     username: &str,
     token: &str,

@@ -7,7 +7,7 @@
 //! - [`ops`]: the shared state and one function per socket op.
 //! - [`server`]: the accept loop, connections, the listener, the HTTP face.
 //! - [`lifecycle`]: detaching, the pidfile, signals, `--dev`.
-//! - [`hardening`], [`systemd`]: process hardening; readiness, watchdog, socket activation.
+//! - [`hardening`], `systemd`: process hardening; readiness, watchdog, socket activation.
 
 pub mod config;
 pub mod engine;
@@ -16,4 +16,4 @@ pub mod lifecycle;
 pub mod oauth;
 pub mod ops;
 pub mod server;
-pub mod systemd;
+mod systemd;

@@ -40,12 +40,12 @@ impl NotifyState<'_> {
 fn send(_: &[NotifyState<'_>]) {}
 
 /// Tells systemd the daemon is ready (`READY=1`) with a one-line `STATUS=`.
-pub fn notify_ready() {
+pub(super) fn notify_ready() {
     notify_ready_with_status("serving tokens");
 }
 
 /// Like [`notify_ready`], with a custom status line (e.g. the socket and profile count).
-pub fn notify_ready_with_status(status: &str) {
+pub(super) fn notify_ready_with_status(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
@@ -53,7 +53,7 @@ pub fn notify_ready_with_status(status: &str) {
 ///
 /// Carries `MONOTONIC_USEC`, which systemd 253 and later require for
 /// `Type=notify-reload` and older versions ignore.
-pub fn notify_reloading() {
+pub(super) fn notify_reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[
             NotifyState::Reloading,
@@ -68,13 +68,13 @@ pub fn notify_reloading() {
 }
 
 /// Tells systemd the daemon is stopping (`STOPPING=1`).
-pub fn notify_stopping() {
+pub(super) fn notify_stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
 /// The interval at which to ping the watchdog: half of `WATCHDOG_USEC`, when
 /// the watchdog is on for this process (`WATCHDOG_PID` absent or equal to our pid).
-pub fn watchdog_interval() -> Option<Duration> {
+pub(super) fn watchdog_interval() -> Option<Duration> {
     parse_watchdog(
         std::env::var("WATCHDOG_USEC").ok().as_deref(),
         std::env::var("WATCHDOG_PID").ok().as_deref(),
@@ -99,7 +99,7 @@ fn parse_watchdog(usec: Option<&str>, pid: Option<&str>, our_pid: u32) -> Option
 /// Spawns a task pinging `WATCHDOG=1` at half the watchdog interval, if the
 /// watchdog is on. The pings come from the tokio runtime, so a stalled runtime
 /// stops them and systemd restarts the daemon. Call inside a tokio runtime.
-pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+pub(super) fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
     let every = watchdog_interval()?;
     tracing::debug!("systemd watchdog on, pinging every {every:?}");
     Some(tokio::spawn(async move {

@@ -2,7 +2,7 @@
 //! thin binary calls. Synchronous throughout; no async runtime.
 
 mod commands;
-pub mod table;
+pub(super) mod table;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::protocol::exit;
 
 /// The exit statuses, as shown by `--help` and documented in docs/CLIENT.md.
-pub const EXIT_STATUS_HELP: &str = "\
+pub(super) const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success
   1  failure (anything not listed below)
@@ -35,7 +35,7 @@ CE_AUTH_NO_AUTOSTART=1 (never start ce-authd).";
     about = "Get always-fresh Climate Engine API access tokens from ce-authd",
     after_help = EXIT_STATUS_HELP
 )]
-pub struct Cli {
+pub(super) struct Cli {
     /// The daemon's socket [default: $XDG_RUNTIME_DIR/ce-auth/agent.sock]
     #[arg(long, global = true, env = "CE_AUTH_SOCK", value_name = "PATH")]
     pub socket: Option<PathBuf>,
@@ -55,7 +55,7 @@ pub struct Cli {
 
 /// A profile choice shared by several commands.
 #[derive(Debug, Args)]
-pub struct ProfileArg {
+pub(super) struct ProfileArg {
     /// The profile [default: the daemon's default profile]
     #[arg(short, long, value_name = "PROFILE")]
     pub profile: Option<String>,
@@ -63,7 +63,7 @@ pub struct ProfileArg {
 
 /// Options of commands that hand out a token.
 #[derive(Debug, Args)]
-pub struct TokenArgs {
+pub(super) struct TokenArgs {
     #[command(flatten)]
     pub profile: ProfileArg,
     /// Seconds the token must still be valid for [default: 60]
@@ -73,7 +73,7 @@ pub struct TokenArgs {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(super) enum Command {
     /// Print an access token (and a newline)
     Token {
         #[command(flatten)]
@@ -151,7 +151,7 @@ pub enum Command {
 
 /// `ce-auth add` options.
 #[derive(Debug, Args)]
-pub struct AddArgs {
+pub(super) struct AddArgs {
     /// The new profile's name
     pub profile: String,
     /// The token endpoint [default: Climate Engine's]
@@ -186,7 +186,7 @@ pub struct AddArgs {
 
 /// `ce-auth login` options.
 #[derive(Debug, Args)]
-pub struct LoginArgs {
+pub(super) struct LoginArgs {
     /// The profile to save
     #[arg(short, long, value_name = "PROFILE", default_value = "climate-engine")]
     pub profile: String,
@@ -206,7 +206,7 @@ pub struct LoginArgs {
 
 /// git's credential actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GitAction {
+pub(super) enum GitAction {
     Get,
     Store,
     Erase,

@@ -3,7 +3,7 @@
 use crate::protocol::{ProfileStatus, StatusReply};
 
 /// A duration in seconds as `1h 2m`, `14m 3s` or `42s`.
-pub fn human_duration(secs: u64) -> String {
+pub(crate) fn human_duration(secs: u64) -> String {
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
     if h >= 24 {
         format!("{}d {}h", h / 24, h % 24)
@@ -26,7 +26,7 @@ fn until(at: Option<i64>, now: i64, past: &str) -> String {
 }
 
 /// The status table: one row per profile, the default marked with `*`.
-pub fn status_table(status: &StatusReply, now: i64) -> String {
+pub(crate) fn status_table(status: &StatusReply, now: i64) -> String {
     let header = [
         "PROFILE",
         "STATE",

@@ -88,7 +88,7 @@ fn err(code: ErrorCode, message: String) -> EngineError {
 }
 
 impl Entry {
-    pub fn new(profile: Profile, from_config: bool) -> Arc<Entry> {
+    pub(super) fn new(profile: Profile, from_config: bool) -> Arc<Entry> {
         Arc::new(Entry {
             profile,
             from_config: std::sync::atomic::AtomicBool::new(from_config),
@@ -114,7 +114,7 @@ impl Entry {
     }
 
     /// The hot path: a cached token with at least `min_ttl` left, if any.
-    pub fn cached(&self, now: f64, min_ttl: f64) -> Option<TokenReply> {
+    pub(super) fn cached(&self, now: f64, min_ttl: f64) -> Option<TokenReply> {
         let mut st = self.lock();
         if st.removed {
             return None;
@@ -134,7 +134,7 @@ impl Entry {
     }
 
     /// Marks the entry gone, drops its token and wakes everyone so they notice.
-    pub fn stop(&self) {
+    pub(super) fn stop(&self) {
         {
             let mut st = self.lock();
             st.removed = true;
@@ -146,7 +146,7 @@ impl Entry {
 
     /// Waits for a token with `min_ttl` left, asking the refresher for one.
     /// Bounded by `wait`; never returns an expired token.
-    pub async fn wait_token(
+    pub(super) async fn wait_token(
         &self,
         ctx: &Ctx,
         min_ttl: f64,
@@ -242,7 +242,11 @@ impl Entry {
 
     /// An explicit refresh: asks the issuer now (ignoring backoff and a
     /// permanent failure) and waits for that attempt's outcome.
-    pub async fn force_refresh(&self, ctx: &Ctx, wait: Duration) -> Result<TokenReply, WaitError> {
+    pub(super) async fn force_refresh(
+        &self,
+        ctx: &Ctx,
+        wait: Duration,
+    ) -> Result<TokenReply, WaitError> {
         let deadline = tokio::time::Instant::now() + wait;
         let name = &self.profile.name;
         let target = {
@@ -295,7 +299,7 @@ impl Entry {
     }
 
     /// The profile's state as `status` reports it.
-    pub fn status(&self, now: f64) -> ProfileStatus {
+    pub(super) fn status(&self, now: f64) -> ProfileStatus {
         let st = self.lock();
         let s = &self.profile.settings;
         let valid = st.token.as_ref().filter(|c| c.expires_at as f64 > now);
