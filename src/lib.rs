@@ -7,7 +7,7 @@
 //! The crate has two sides and what they share; dependencies point one way,
 //! from a side to the shared modules, never between the sides:
 //!
-//! - Shared: [`protocol`] (the wire types and exit codes), [`framing`] (the
+//! - Shared: [`protocol`] (the wire types), [`exit`] (both binaries' exit statuses), [`framing`] (the
 //!   line cap and the synchronous reader), [`spec`] (a profile as written, and
 //!   the naming rules), [`secret`] (redacted, zeroed, locked values),
 //!   [`paths`] (every config and runtime path, private directories) and
@@ -28,6 +28,7 @@ mod atomic;
 pub mod client;
 #[cfg(feature = "daemon")]
 pub mod daemon;
+pub mod exit;
 pub mod framing;
 mod paths;
 pub mod protocol;

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::exit::client as exit;
 use crate::secret::Secret;
 use crate::spec::ProfileSpec;
 
@@ -146,26 +147,6 @@ impl ErrorCode {
     }
 }
 
-/// Exit statuses of the `ce-auth` client, one definition for code and docs.
-pub mod exit {
-    /// Success.
-    pub const OK: i32 = 0;
-    /// Any other failure.
-    pub const FAILURE: i32 = 1;
-    /// Bad command-line usage.
-    pub const USAGE: i32 = 2;
-    /// No daemon answers on the socket (and autostart is off or failed).
-    pub const NOT_RUNNING: i32 = 3;
-    /// The profile does not exist (or there is no default profile).
-    pub const UNKNOWN_PROFILE: i32 = 4;
-    /// The issuer rejected the profile's credentials.
-    pub const CREDENTIALS_REJECTED: i32 = 5;
-    /// The issuer is unavailable and no fresh-enough token is held.
-    pub const ISSUER_UNAVAILABLE: i32 = 6;
-    /// The configuration is invalid.
-    pub const CONFIG: i32 = 7;
-}
-
 /// The error object of a failure reply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireError {
@@ -301,30 +282,40 @@ pub struct LoginReply {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Empty {}
 
-/// Serialises a success reply: `{"ok": true, ...fields of body}`.
-pub fn ok_line<T: Serialize>(body: &T) -> serde_json::Result<Vec<u8>> {
-    #[derive(Serialize)]
-    struct Ok<'a, T> {
-        ok: bool,
-        #[serde(flatten)]
-        body: &'a T,
+/// Appends `{"ok":true, ...fields of body}\n` to `out` without an intermediate buffer.
+pub fn write_ok<T: Serialize>(out: &mut Vec<u8>, body: &T) {
+    let start = out.len();
+    out.extend_from_slice(b"{\"ok\":true");
+    let body_at = out.len();
+    if serde_json::to_writer(&mut *out, body).is_err() || out.get(body_at) != Some(&b'{') {
+        out.truncate(start);
+        write_err(
+            out,
+            &WireError::new(ErrorCode::Internal, "reply could not be serialised"),
+        );
+        return;
     }
-    let mut v = serde_json::to_vec(&Ok { ok: true, body })?;
-    v.push(b'\n');
-    Ok(v)
+    if out.len() - body_at == 2 {
+        // an empty object: `{"ok":true{}` becomes `{"ok":true}`
+        out.truncate(body_at);
+        out.push(b'}');
+    } else {
+        // splice the body's fields after `"ok":true`
+        out[body_at] = b',';
+    }
+    out.push(b'\n');
 }
 
-/// Serialises a failure reply: `{"ok": false, "error": {...}}`.
-pub fn err_line(error: &WireError) -> Vec<u8> {
+/// Appends `{"ok":false,"error":{...}}\n` to `out`.
+pub fn write_err(out: &mut Vec<u8>, error: &WireError) {
     #[derive(Serialize)]
     struct Err<'a> {
         ok: bool,
         error: &'a WireError,
     }
     // a struct of a bool, an enum and a string always serialises
-    let mut v = serde_json::to_vec(&Err { ok: false, error }).expect("error reply serialises");
-    v.push(b'\n');
-    v
+    serde_json::to_writer(&mut *out, &Err { ok: false, error }).expect("error reply serialises");
+    out.push(b'\n');
 }
 
 /// Parses a reply line into `T` on success, or the daemon's [`WireError`].

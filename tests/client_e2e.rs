@@ -6,7 +6,8 @@ mod client_support;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use ce_auth::protocol::{StatusReply, exit};
+use ce_auth::exit::client as exit;
+use ce_auth::protocol::StatusReply;
 use ce_auth_issuer::Fault;
 use client_support::*;
 

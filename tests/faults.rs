@@ -610,7 +610,7 @@ fn the_cli_tells_the_truth_about_an_outage() {
     let out = w.run(&["refresh"], None);
     assert_eq!(
         out.status.code(),
-        Some(ce_auth::protocol::exit::ISSUER_UNAVAILABLE),
+        Some(ce_auth::exit::client::ISSUER_UNAVAILABLE),
         "{}",
         client_support::stderr(&out)
     );

@@ -216,20 +216,21 @@ proptest! {
         expires_at in any::<i64>(),
     ) {
         let e = WireError::new(ErrorCode::BadRequest, message);
-        let line = protocol::err_line(&e);
+        let mut line = Vec::new();
+        protocol::write_err(&mut line, &e);
         prop_assert!(one_line(&line));
         let back = parse_reply::<ProfileReply>(&line[..line.len() - 1]).unwrap_err();
         prop_assert_eq!(back, Some(e));
 
         let mut out = Vec::new();
-        ops::write_ok(&mut out, &ProfileReply { profile: profile.clone() });
+        protocol::write_ok(&mut out, &ProfileReply { profile: profile.clone() });
         let t = TokenReply {
             access_token: Secret::new(token.clone()),
             token_type: "bearer".into(),
             expires_at,
             profile: profile.clone(),
         };
-        ops::write_ok(&mut out, &t);
+        protocol::write_ok(&mut out, &t);
         let mut lines = out.split_inclusive(|&b| b == b'\n');
         let first = lines.next().unwrap();
         let second = lines.next().unwrap();

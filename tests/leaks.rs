@@ -287,7 +287,7 @@ fn secret_files_open_to_group_or_others_are_refused() {
         let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
         assert_eq!(
             st.code(),
-            Some(ce_auth::protocol::exit::CONFIG),
+            Some(ce_auth::exit::client::CONFIG),
             "mode {mode:o}: {stderr}"
         );
         assert!(stderr.contains("accessible by group or others"), "{stderr}");

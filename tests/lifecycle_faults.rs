@@ -12,7 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ce_auth::client::Client;
-use ce_auth::protocol::{StatusReply, exit};
+use ce_auth::exit::client as exit;
+use ce_auth::protocol::StatusReply;
 use ce_auth_issuer::Fault;
 use client_support::*;
 

@@ -37,7 +37,9 @@ fn roundtrip_ok<T: DeserializeOwned + Serialize>(body: &str) {
     let original: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
     let typed: T = protocol::parse_reply(body.trim().as_bytes())
         .unwrap_or_else(|e| panic!("{body} does not parse as a success reply: {e:?}"));
-    let again: Value = serde_json::from_slice(&protocol::ok_line(&typed).unwrap()).unwrap();
+    let mut line = Vec::new();
+    protocol::write_ok(&mut line, &typed);
+    let again: Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(original, again, "example does not round-trip");
 }
 
@@ -72,8 +74,9 @@ fn every_example_parses_into_its_type_and_round_trips() {
                         let err: WireError = protocol::parse_reply::<Empty>(body.trim().as_bytes())
                             .expect_err("an error example parsed as success")
                             .expect("error example is a valid failure reply");
-                        let again: Value =
-                            serde_json::from_slice(&protocol::err_line(&err)).unwrap();
+                        let mut line = Vec::new();
+                        protocol::write_err(&mut line, &err);
+                        let again: Value = serde_json::from_slice(&line).unwrap();
                         assert_eq!(original, again);
                     }
                     other => panic!("unknown reply kind `{other}` in docs/PROTOCOL.md"),
@@ -150,16 +153,16 @@ fn error_table_matches_codes_and_exit_statuses() {
         let name = name.as_str().unwrap();
         assert!(DOC.contains(&format!("| `{name}` |")), "`{name}` missing");
     }
-    // the exit-status table matches protocol::exit
+    // the exit-status table matches exit::client
     for (status, value) in [
-        ("0", protocol::exit::OK),
-        ("1", protocol::exit::FAILURE),
-        ("2", protocol::exit::USAGE),
-        ("3", protocol::exit::NOT_RUNNING),
-        ("4", protocol::exit::UNKNOWN_PROFILE),
-        ("5", protocol::exit::CREDENTIALS_REJECTED),
-        ("6", protocol::exit::ISSUER_UNAVAILABLE),
-        ("7", protocol::exit::CONFIG),
+        ("0", ce_auth::exit::client::OK),
+        ("1", ce_auth::exit::client::FAILURE),
+        ("2", ce_auth::exit::client::USAGE),
+        ("3", ce_auth::exit::client::NOT_RUNNING),
+        ("4", ce_auth::exit::client::UNKNOWN_PROFILE),
+        ("5", ce_auth::exit::client::CREDENTIALS_REJECTED),
+        ("6", ce_auth::exit::client::ISSUER_UNAVAILABLE),
+        ("7", ce_auth::exit::client::CONFIG),
     ] {
         assert_eq!(status.parse::<i32>().unwrap(), value);
         assert!(

@@ -5,7 +5,7 @@ mod client_support;
 
 use std::process::Command;
 
-use ce_auth::protocol::exit;
+use ce_auth::exit::client as exit;
 use client_support::*;
 
 fn example(name: &str) -> String {

@@ -98,7 +98,8 @@ fn decode(line: &[u8]) {
         }
         Err(e) => {
             assert_eq!(e.code, ErrorCode::BadRequest);
-            let reply = protocol::err_line(&e);
+            let mut reply = Vec::new();
+            protocol::write_err(&mut reply, &e);
             assert_eq!(
                 reply.iter().filter(|&&b| b == b'\n').count(),
                 1,

@@ -6,32 +6,36 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use ce_auth::daemon::lifecycle::{self, Mode, Options, exit};
+use ce_auth::daemon::lifecycle::{self, Mode, Options};
+use ce_auth::exit::daemon as exit;
 use clap::{Args, Parser, Subcommand};
 
-const AFTER_HELP: &str = "\
+/// The text `--help` shows after the options; the exit statuses come from
+/// [`ce_auth::exit::daemon::TABLE`].
+const MODES: &str = "\
 Modes:
   Without --daemon, ce-authd stays in the foreground and logs to stderr (what
   systemd, containers and terminals want). With --daemon it detaches once the
   socket is ready and prints `CE_AUTH_SOCK=<path>; export CE_AUTH_SOCK;`, so
   `eval \"$(ce-authd --daemon)\"` works like ssh-agent. The detached daemon logs
-  to ce-authd.log beside the socket (mode 0600).
+  to ce-authd.log beside the socket (mode 0600).";
 
-Exit status:
-  0  stopped cleanly (with --daemon: the daemon is ready)
-  1  any other failure (I/O, pidfile, issuer start-up)
-  2  bad command-line usage
-  3  another ce-authd already serves the socket
-  7  the configuration is invalid
+const SIGNALS: &str =
+    "Signals: SIGTERM/SIGINT stop the daemon cleanly; SIGHUP reloads the configuration.";
 
-Signals: SIGTERM/SIGINT stop the daemon cleanly; SIGHUP reloads the configuration.";
+fn after_help() -> String {
+    format!(
+        "{MODES}\n\n{}\n{SIGNALS}",
+        ce_auth::exit::help(ce_auth::exit::daemon::TABLE)
+    )
+}
 
 #[derive(Parser)]
 #[command(
     name = "ce-authd",
     version,
     about = "Keeps Climate Engine access tokens fresh and serves them over a local socket",
-    after_help = AFTER_HELP,
+    after_help = after_help(),
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -107,7 +111,7 @@ fn main() -> ExitCode {
             match lifecycle::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("ce-authd: {}", lifecycle::error_chain(&e));
+                    eprintln!("ce-authd: {}", ce_auth::daemon::error_chain(&e));
                     ExitCode::from(e.exit_code())
                 }
             }

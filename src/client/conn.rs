@@ -15,10 +15,11 @@ use zeroize::Zeroize;
 use interprocess::local_socket::traits::Stream as _;
 
 use super::transport::Stream as ClientStream;
+use crate::exit::client as exit;
 use crate::framing::{FrameError, SyncLines, ZeroingReader};
 use crate::protocol::{
     self, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION, ProfileReply, ReloadReply,
-    Request, StatusReply, TokenReply, WhoamiReply, WireError, exit,
+    Request, StatusReply, TokenReply, WhoamiReply, WireError,
 };
 use crate::secret::Secret;
 use crate::spec::ProfileSpec;
@@ -73,7 +74,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The `ce-auth` exit status for this error (see [`crate::protocol::exit`]).
+    /// The `ce-auth` exit status for this error (see [`crate::exit::client`]).
     pub fn exit_code(&self) -> i32 {
         match self {
             ClientError::NotRunning { .. } | ClientError::Autostart { .. } => exit::NOT_RUNNING,

@@ -17,3 +17,18 @@ pub mod oauth;
 pub mod ops;
 pub mod server;
 mod systemd;
+
+/// The error and its sources on one line, `a: b: c`, skipping repeats.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -13,8 +13,8 @@ use crate::daemon::config::DaemonSettings;
 use crate::daemon::config::{Config, Profile};
 use crate::daemon::engine::Engine;
 use crate::protocol::{
-    DEFAULT_MIN_TTL, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION, ProfileReply,
-    ReloadReply, Request, StatusReply, TokenReply, WhoamiReply, WireError,
+    self, DEFAULT_MIN_TTL, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION,
+    ProfileReply, ReloadReply, Request, StatusReply, TokenReply, WhoamiReply, WireError,
 };
 use crate::secret::Secret;
 
@@ -66,7 +66,7 @@ pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>) {
         Err(e) => {
             // names the client chose are quoted with control characters escaped (json_error)
             tracing::debug!(error = %e.message, "bad request");
-            write_err(out, &e);
+            protocol::write_err(out, &e);
         }
     }
 }
@@ -260,38 +260,9 @@ pub fn shutdown(shared: &Shared) -> Result<Empty, WireError> {
 /// Appends the reply line for `result` to `out`.
 pub fn respond<T: Serialize>(out: &mut Vec<u8>, result: Result<T, WireError>) {
     match result {
-        Ok(body) => write_ok(out, &body),
-        Err(e) => write_err(out, &e),
+        Ok(body) => protocol::write_ok(out, &body),
+        Err(e) => protocol::write_err(out, &e),
     }
-}
-
-/// Appends `{"ok":true, ...fields of body}\n` to `out` without an intermediate buffer.
-pub fn write_ok<T: Serialize>(out: &mut Vec<u8>, body: &T) {
-    let start = out.len();
-    out.extend_from_slice(b"{\"ok\":true");
-    let body_at = out.len();
-    if serde_json::to_writer(&mut *out, body).is_err() || out.get(body_at) != Some(&b'{') {
-        out.truncate(start);
-        write_err(
-            out,
-            &WireError::new(ErrorCode::Internal, "reply could not be serialised"),
-        );
-        return;
-    }
-    if out.len() - body_at == 2 {
-        // an empty object: `{"ok":true{}` becomes `{"ok":true}`
-        out.truncate(body_at);
-        out.push(b'}');
-    } else {
-        // splice the body's fields after `"ok":true`
-        out[body_at] = b',';
-    }
-    out.push(b'\n');
-}
-
-/// Appends `{"ok":false,"error":{...}}\n` to `out`.
-pub fn write_err(out: &mut Vec<u8>, error: &WireError) {
-    out.extend_from_slice(&crate::protocol::err_line(error));
 }
 
 /// The `token` request in its common shape, parsed without building a [`Request`]:
@@ -375,8 +346,8 @@ mod tests {
     #[test]
     fn write_ok_splices_fields_and_handles_empty_bodies() {
         let mut out = Vec::new();
-        write_ok(&mut out, &Empty {});
-        write_ok(
+        protocol::write_ok(&mut out, &Empty {});
+        protocol::write_ok(
             &mut out,
             &ProfileReply {
                 profile: "dev".into(),

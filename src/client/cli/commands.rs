@@ -11,7 +11,8 @@ use super::{AddArgs, Cli, Command, GitAction, LoginArgs, TokenArgs, table};
 use crate::client::config::{self as clientcfg, ClientConfigError, LoginProfile};
 use crate::client::conn::{Autostart, Client, ClientError, autostart_disabled_by_env};
 use crate::client::gitcred::{self, CredentialRequest};
-use crate::protocol::{Request, exit};
+use crate::exit::client as exit;
+use crate::protocol::Request;
 use crate::secret::Secret;
 use crate::spec::ProfileSpec;
 

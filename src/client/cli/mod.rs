@@ -10,22 +10,17 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::protocol::exit;
+use crate::exit::client as exit;
 
-/// The exit statuses, as shown by `--help` and documented in docs/CLIENT.md.
-pub(super) const EXIT_STATUS_HELP: &str = "\
-Exit status:
-  0  success
-  1  failure (anything not listed below)
-  2  usage error
-  3  ce-authd is not running (and autostart is off or failed)
-  4  unknown profile (or no default profile)
-  5  credentials rejected by the issuer
-  6  issuer unavailable, and no token with enough time left
-  7  configuration error
-
-Environment: CE_AUTH_SOCK (socket), CE_AUTH_CONFIG (config file),
-CE_AUTH_NO_AUTOSTART=1 (never start ce-authd).";
+/// What `--help` shows after the commands: the exit statuses, from
+/// [`crate::exit::client::TABLE`], and the environment.
+fn after_help() -> String {
+    format!(
+        "{}\nEnvironment: CE_AUTH_SOCK (socket), CE_AUTH_CONFIG (config file),\n\
+         CE_AUTH_NO_AUTOSTART=1 (never start ce-authd).",
+        crate::exit::help(crate::exit::client::TABLE)
+    )
+}
 
 /// Get Climate Engine API access tokens from ce-authd.
 #[derive(Debug, Parser)]
@@ -33,7 +28,7 @@ CE_AUTH_NO_AUTOSTART=1 (never start ce-authd).";
     name = "ce-auth",
     version,
     about = "Get always-fresh Climate Engine API access tokens from ce-authd",
-    after_help = EXIT_STATUS_HELP
+    after_help = after_help()
 )]
 pub(super) struct Cli {
     /// The daemon's socket [default: $XDG_RUNTIME_DIR/ce-auth/agent.sock]
@@ -251,18 +246,10 @@ mod tests {
 
     #[test]
     fn help_lists_every_exit_code_with_its_value() {
-        for (code, words) in [
-            (exit::OK, "success"),
-            (exit::FAILURE, "failure"),
-            (exit::USAGE, "usage error"),
-            (exit::NOT_RUNNING, "ce-authd is not running"),
-            (exit::UNKNOWN_PROFILE, "unknown profile"),
-            (exit::CREDENTIALS_REJECTED, "credentials rejected"),
-            (exit::ISSUER_UNAVAILABLE, "issuer unavailable"),
-            (exit::CONFIG, "configuration error"),
-        ] {
+        let help = Cli::command().render_long_help().to_string();
+        for (code, words) in crate::exit::client::TABLE {
             let line = format!("  {code}  {words}");
-            assert!(EXIT_STATUS_HELP.contains(&line), "missing {line:?}");
+            assert!(help.contains(&line), "missing {line:?} in {help}");
         }
     }
 

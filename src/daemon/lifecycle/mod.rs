@@ -32,19 +32,8 @@ use crate::paths;
 use crate::secret::Secret;
 use ce_auth_issuer::Issuer;
 
-/// Exit statuses of `ce-authd`, one definition for code, `--help` and docs.
-pub mod exit {
-    /// The daemon ran and stopped cleanly (or `--daemon` started it).
-    pub const OK: u8 = 0;
-    /// Any other failure (I/O, pidfile, issuer start-up, ...).
-    pub const FAILURE: u8 = 1;
-    /// Bad command-line usage.
-    pub const USAGE: u8 = 2;
-    /// Another `ce-authd` already serves the socket.
-    pub const IN_USE: u8 = 3;
-    /// The configuration is invalid.
-    pub const CONFIG: u8 = 7;
-}
+use crate::daemon::error_chain;
+use crate::exit::daemon as exit;
 
 /// How long `ce-authd --daemon` waits for the detached daemon to report.
 #[cfg(unix)]
@@ -316,21 +305,6 @@ fn report_failure(pipe: Option<std::io::PipeWriter>, err: &LifecycleError) {
             let _ = w.write_all(&line);
         }
     }
-}
-
-/// The error and its sources on one line, `a: b: c`, skipping repeats.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
 }
 
 fn run_in_runtime(

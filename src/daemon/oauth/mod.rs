@@ -14,6 +14,7 @@ use base64::Engine as _;
 use serde::Serialize;
 
 use crate::daemon::config::{AuthMethod, Grant, Profile, Settings};
+use crate::daemon::error_chain as chain;
 use crate::secret::Secret;
 
 /// Largest response body read from the issuer.
@@ -402,21 +403,6 @@ fn transport_error(e: &reqwest::Error, url: &str) -> TokenError {
         "request failed"
     };
     TokenError::transient(format!("{url}: {what}: {}", chain(e)))
-}
-
-/// An error and its sources, joined: reqwest's own message is rarely enough.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = c.source();
-    }
-    s
 }
 
 /// Text from the issuer, made safe to show: one line, bounded length.

@@ -130,7 +130,7 @@ fn reply<T: serde::Serialize>(r: Result<T, WireError>) -> (u16, Vec<u8>) {
 
 fn error(status: u16, code: ErrorCode, message: &str) -> (u16, Vec<u8>) {
     let mut body = Vec::new();
-    ops::write_err(&mut body, &WireError::new(code, message));
+    crate::protocol::write_err(&mut body, &WireError::new(code, message));
     (status, body)
 }
 

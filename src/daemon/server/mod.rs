@@ -116,11 +116,11 @@ pub async fn run(
                             ErrorCode::Busy,
                             format!("the daemon is serving {max} connections; try again shortly"),
                         );
-                        let _ = tokio::time::timeout(
-                            BUSY_WRITE_TIMEOUT,
-                            (&stream).write_all(&crate::protocol::err_line(&e)),
-                        )
-                        .await;
+                        let mut line = Vec::new();
+                        crate::protocol::write_err(&mut line, &e);
+                        let _ =
+                            tokio::time::timeout(BUSY_WRITE_TIMEOUT, (&stream).write_all(&line))
+                                .await;
                     }
                 }
             }
@@ -229,7 +229,8 @@ async fn connection(
         Err(refused) => {
             tracing::warn!(reason = %refused, "connection refused");
             let e = WireError::new(ErrorCode::PermissionDenied, refused.to_string());
-            let mut out = crate::protocol::err_line(&e);
+            let mut out = Vec::new();
+            crate::protocol::write_err(&mut out, &e);
             flush(&stream, &mut out, limits.write).await;
             return;
         }
@@ -290,7 +291,7 @@ async fn connection(
                     ErrorCode::LineTooLong,
                     format!("request line longer than {cap} bytes; closing the connection"),
                 );
-                ops::write_err(&mut out, &e);
+                crate::protocol::write_err(&mut out, &e);
                 break "line too long";
             }
             Err(FrameError::Idle) => break "idle timeout",
