@@ -4,19 +4,99 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The OAuth2 grant a profile uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grant {
+    /// `client_credentials`: an API client id and secret.
+    ClientCredentials,
+    /// `password`: a user's e-mail and password, no client authentication.
+    Password,
+}
+
+/// How a `client_credentials` request authenticates the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// HTTP Basic with `client_id:client_secret`.
+    ClientSecretBasic,
+    /// `client_id` and `client_secret` as form fields.
+    ClientSecretPost,
+    /// An HS256 client assertion signed with the secret (OIDC Core §9).
+    ClientSecretJwt,
+}
+
+impl Grant {
+    /// Every grant, in the order messages list them.
+    pub const ALL: [Grant; 2] = [Grant::ClientCredentials, Grant::Password];
+
+    /// The name used in config and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grant::ClientCredentials => "client_credentials",
+            Grant::Password => "password",
+        }
+    }
+}
+
+impl AuthMethod {
+    /// Every method, in the order messages list them.
+    pub const ALL: [AuthMethod; 3] = [
+        AuthMethod::ClientSecretBasic,
+        AuthMethod::ClientSecretPost,
+        AuthMethod::ClientSecretJwt,
+    ];
+
+    /// The name used in config and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+            AuthMethod::ClientSecretJwt => "client_secret_jwt",
+        }
+    }
+}
+
+/// Parses a name from `all` by [`as_str`](Grant::as_str), with a message
+/// listing the valid names (for command-line flags).
+fn parse_name<T: Copy>(s: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, String> {
+    all.iter().copied().find(|v| name(*v) == s).ok_or_else(|| {
+        let names: Vec<String> = all.iter().map(|v| format!("\"{}\"", name(*v))).collect();
+        format!(
+            "expected {}, got \"{}\"",
+            names.join(" or "),
+            s.escape_debug()
+        )
+    })
+}
+
+impl std::str::FromStr for Grant {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Grant, String> {
+        parse_name(s, &Grant::ALL, Grant::as_str)
+    }
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<AuthMethod, String> {
+        parse_name(s, &AuthMethod::ALL, AuthMethod::as_str)
+    }
+}
+
 /// One `[profiles.NAME]` table as written (also the `settings` of the `add` op).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileSpec {
-    /// The token endpoint; [`CLIMATE_ENGINE_TOKEN_URL`] when absent.
+    /// The token endpoint; Climate Engine's when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_url: Option<String>,
     /// `client_credentials` (default) or `password`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub grant: Option<String>,
+    pub grant: Option<Grant>,
     /// `client_secret_basic`, `client_secret_post` or `client_secret_jwt` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_method: Option<String>,
+    pub auth_method: Option<AuthMethod>,
     /// The API client's id (client_credentials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -164,6 +244,23 @@ mod tests {
         ] {
             assert!(validate_profile_name(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn grant_and_method_names_round_trip() {
+        for g in Grant::ALL {
+            assert_eq!(g.as_str().parse::<Grant>(), Ok(g));
+            let json = serde_json::to_string(&g).unwrap();
+            assert_eq!(json, format!("\"{}\"", g.as_str()));
+        }
+        for m in AuthMethod::ALL {
+            assert_eq!(m.as_str().parse::<AuthMethod>(), Ok(m));
+        }
+        let e = "pasword".parse::<Grant>().unwrap_err();
+        assert_eq!(
+            e,
+            "expected \"client_credentials\" or \"password\", got \"pasword\""
+        );
     }
 
     #[test]

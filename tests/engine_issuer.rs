@@ -86,12 +86,12 @@ async fn five_hundred_concurrent_callers_make_one_request() {
 async fn every_grant_and_method_through_the_engine_and_whoami() {
     let iss = issuer(900).await;
     let with = |m: &str| ProfileSpec {
-        auth_method: Some(m.into()),
+        auth_method: Some(m.parse().unwrap()),
         ..spec(&iss)
     };
     let pw = ProfileSpec {
         token_url: Some(iss.token_url()),
-        grant: Some("password".into()),
+        grant: Some("password".parse().unwrap()),
         username: Some(EMAIL.into()),
         ..ProfileSpec::default()
     };

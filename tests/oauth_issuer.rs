@@ -37,7 +37,7 @@ fn client_profile(iss: &Issuer, method: &str, secret: &str) -> Profile {
         "p",
         ProfileSpec {
             token_url: Some(iss.token_url()),
-            auth_method: Some(method.into()),
+            auth_method: Some(method.parse().unwrap()),
             client_id: Some(CLIENT_ID.into()),
             timeout: Some(2),
             connect_timeout: Some(2),
@@ -53,7 +53,7 @@ fn password_profile(iss: &Issuer, password: &str) -> Profile {
         "pw",
         ProfileSpec {
             token_url: Some(iss.token_url()),
-            grant: Some("password".into()),
+            grant: Some("password".parse().unwrap()),
             username: Some(EMAIL.into()),
             ..ProfileSpec::default()
         },

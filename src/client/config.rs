@@ -246,8 +246,11 @@ git_hosts = [\"git.example.com\"]
         let view: FileView = toml::from_str(&out).unwrap();
         let dev = &view.profiles["dev"];
         assert_eq!(dev.client_id.as_deref(), Some("new-client"));
-        assert_eq!(dev.grant.as_deref(), Some("client_credentials"));
-        assert_eq!(dev.auth_method.as_deref(), Some("client_secret_jwt"));
+        assert_eq!(dev.grant.map(|v| v.as_str()), Some("client_credentials"));
+        assert_eq!(
+            dev.auth_method.map(|v| v.as_str()),
+            Some("client_secret_jwt")
+        );
         assert_eq!(dev.client_secret_file.as_deref(), Some("/cfg/dev.secret"));
         assert_eq!(view.profiles["work"].git_hosts, vec!["git.example.com"]);
     }
@@ -274,7 +277,7 @@ git_hosts = [\"git.example.com\"]
         assert_eq!(spec.username, None);
         assert_eq!(spec.password_file, None);
         assert_eq!(spec.scope.as_deref(), Some("read"));
-        assert_eq!(spec.grant.as_deref(), Some("client_credentials"));
+        assert_eq!(spec.grant.map(|v| v.as_str()), Some("client_credentials"));
         assert_eq!(spec.token_url, None);
     }
 

@@ -176,7 +176,7 @@ pub fn add(
     secret: Option<Secret>,
     replace: bool,
 ) -> Result<ProfileReply, WireError> {
-    let p = Profile::from_spec(profile, settings, secret)
+    let p = Profile::from_peer(profile, settings, secret)
         .map_err(|e| WireError::new(ErrorCode::ConfigError, e.message))?;
     shared.engine.add(p, replace)?;
     tracing::info!(profile = %profile.escape_debug(), "profile added");

@@ -123,7 +123,7 @@ pub fn spec(token_url: &str, client_id: &str, timeout: u64) -> ProfileSpec {
     ProfileSpec {
         token_url: Some(token_url.to_string()),
         client_id: Some(client_id.to_string()),
-        auth_method: Some("client_secret_post".into()),
+        auth_method: Some("client_secret_post".parse().unwrap()),
         refresh_fraction: Some(vec![0.1, 0.1]),
         refresh_margin: Some(0),
         timeout: Some(timeout),

@@ -290,7 +290,7 @@ fn read_stdin() -> anyhow::Result<Zeroizing<String>> {
 }
 
 fn cmd_add(ctx: &Ctx, a: AddArgs) -> anyhow::Result<i32> {
-    let password_grant = a.grant.as_deref() == Some("password");
+    let password_grant = a.grant == Some(crate::spec::Grant::Password);
     let prompt = match (&a.username, password_grant) {
         (Some(user), true) => format!("Password for {user}: "),
         (None, true) => format!("Password for profile {}: ", a.profile),

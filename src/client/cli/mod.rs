@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::client as exit;
+use crate::spec::{AuthMethod, Grant};
 
 /// What `--help` shows after the commands: the exit statuses, from
 /// [`crate::exit::client::TABLE`], and the environment.
@@ -153,12 +154,11 @@ pub(super) struct AddArgs {
     #[arg(long, value_name = "URL")]
     pub token_url: Option<String>,
     /// The OAuth2 grant
-    #[arg(long, value_parser = ["client_credentials", "password"])]
-    pub grant: Option<String>,
+    #[arg(long)]
+    pub grant: Option<Grant>,
     /// Client authentication (client_credentials only)
-    #[arg(long, value_name = "METHOD",
-          value_parser = ["client_secret_jwt", "client_secret_basic", "client_secret_post"])]
-    pub auth_method: Option<String>,
+    #[arg(long, value_name = "METHOD")]
+    pub auth_method: Option<AuthMethod>,
     /// The API client id (client_credentials)
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
@@ -205,6 +205,25 @@ pub(super) enum GitAction {
     Get,
     Store,
     Erase,
+}
+
+// the flags take exactly the names the config file does
+impl ValueEnum for Grant {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Grant::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+impl ValueEnum for AuthMethod {
+    fn value_variants<'a>() -> &'a [Self] {
+        &AuthMethod::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
 }
 
 /// Runs `ce-auth` with the process's arguments; the binary's whole `main`.

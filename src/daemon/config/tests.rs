@@ -1,6 +1,8 @@
 //! Unit tests of configuration parsing and validation.
 
+use super::sources::{read_secret_file, resolve_path};
 use super::*;
+use crate::secret::Secret;
 use std::io::Write;
 
 /// A directory with a secret file of the given mode; returns (dir, path).
@@ -60,7 +62,7 @@ git_hosts = ["git.example.com"]
     let p = &c.profiles["ce"];
     assert_eq!(p.name, "ce");
     assert_eq!(p.secret.as_ref().unwrap().expose(), "s3cret-value");
-    let s = &p.settings;
+    let s = p;
     assert_eq!(s.grant, Grant::ClientCredentials);
     assert_eq!(s.auth_method, Some(AuthMethod::ClientSecretPost));
     assert_eq!(s.api_url, "https://auth.example.com");
@@ -85,7 +87,7 @@ fn defaults_apply() {
         Some(Secret::new("x".into())),
     )
     .unwrap();
-    let s = &p.settings;
+    let s = p;
     assert_eq!(s.token_url, CLIMATE_ENGINE_TOKEN_URL);
     assert_eq!(s.api_url, "https://auth.climateengine.com");
     assert_eq!(s.auth_method, Some(AuthMethod::ClientSecretJwt));
@@ -278,19 +280,19 @@ fn password_grant_rules() {
     let ok = Profile::from_spec(
         "p",
         ProfileSpec {
-            grant: Some("password".into()),
+            grant: Some(Grant::Password),
             username: Some("me@example.com".into()),
             ..ProfileSpec::default()
         },
         Some(Secret::new("pw".into())),
     )
     .unwrap();
-    assert_eq!(ok.settings.grant, Grant::Password);
-    assert_eq!(ok.settings.auth_method, None);
+    assert_eq!(ok.grant, Grant::Password);
+    assert_eq!(ok.auth_method, None);
     let e = Profile::from_spec(
         "p",
         ProfileSpec {
-            grant: Some("password".into()),
+            grant: Some(Grant::Password),
             username: Some("me@example.com".into()),
             client_secret_env: Some("X".into()),
             ..ProfileSpec::default()
@@ -307,7 +309,7 @@ fn password_grant_rules() {
     let e = Profile::from_spec(
         "p",
         ProfileSpec {
-            grant: Some("password".into()),
+            grant: Some(Grant::Password),
             ..ProfileSpec::default()
         },
         Some(Secret::new("pw".into())),
@@ -427,4 +429,165 @@ fn ca_file_must_hold_a_certificate() {
     )
     .unwrap_err();
     assert!(e.message.contains("key \"ca_file\""), "{}", e.message);
+}
+
+#[cfg(unix)]
+#[test]
+fn a_config_file_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "").unwrap();
+    for mode in [0o620, 0o602, 0o666] {
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let m = err_of(Config::load(&path));
+        assert!(
+            m.contains("lets other users change it") && m.contains("chmod go-w"),
+            "{m}"
+        );
+    }
+    // readable by others is fine: it holds no secret
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    Config::load(&path).unwrap();
+}
+
+#[test]
+fn a_peer_may_not_name_daemon_files_or_variables() {
+    let (_dir, path) = secret_file("s3cret\n", 0o600);
+    let base = || ProfileSpec {
+        client_id: Some("id".into()),
+        ..ProfileSpec::default()
+    };
+    let secret = || Some(Secret::new("inline".into()));
+    let cases: Vec<(&str, ProfileSpec)> = vec![
+        (
+            "client_secret_file",
+            ProfileSpec {
+                client_secret_file: Some(path.display().to_string()),
+                ..base()
+            },
+        ),
+        (
+            "client_secret_env",
+            ProfileSpec {
+                client_secret_env: Some("HOME".into()),
+                ..base()
+            },
+        ),
+        (
+            "client_secret_credential",
+            ProfileSpec {
+                client_secret_credential: Some("x".into()),
+                ..base()
+            },
+        ),
+        (
+            "ca_file",
+            ProfileSpec {
+                ca_file: Some("/etc/ssl/certs/ca-certificates.crt".into()),
+                ..base()
+            },
+        ),
+        (
+            "token_file",
+            ProfileSpec {
+                token_file: Some("/tmp/stolen".into()),
+                ..base()
+            },
+        ),
+        (
+            "password_file",
+            ProfileSpec {
+                grant: Some(Grant::Password),
+                username: Some("a@b.c".into()),
+                password_file: Some(path.display().to_string()),
+                ..ProfileSpec::default()
+            },
+        ),
+        (
+            "password_env",
+            ProfileSpec {
+                grant: Some(Grant::Password),
+                username: Some("a@b.c".into()),
+                password_env: Some("HOME".into()),
+                ..ProfileSpec::default()
+            },
+        ),
+    ];
+    for (key, spec) in cases {
+        // with or without an inline secret, the key is refused before anything is read
+        for s in [secret(), None] {
+            let e = Profile::from_peer("p", spec.clone(), s).unwrap_err();
+            assert!(
+                e.message.contains(&format!("key \"{key}\""))
+                    && e.message.contains("configuration file"),
+                "{key}: {}",
+                e.message
+            );
+            assert!(!e.message.contains("s3cret"), "{}", e.message);
+        }
+        // the same settings are fine from the config file's side
+        if key == "client_secret_file" {
+            Profile::from_spec("p", spec, None).unwrap();
+        }
+    }
+    // no secret at all over the socket
+    let e = Profile::from_peer("p", base(), None).unwrap_err();
+    assert!(e.message.contains("inline"), "{}", e.message);
+    // the inline form works
+    let p = Profile::from_peer("p", base(), secret()).unwrap();
+    assert_eq!(p.secret.unwrap().expose(), "inline");
+}
+
+#[test]
+fn control_characters_are_refused_in_every_string_setting() {
+    let secret = || Some(Secret::new("s".into()));
+    let with = |f: &dyn Fn(&mut ProfileSpec)| {
+        let mut s = ProfileSpec {
+            client_id: Some("id".into()),
+            ..ProfileSpec::default()
+        };
+        f(&mut s);
+        s
+    };
+    let cases: Vec<(&str, ProfileSpec)> = vec![
+        (
+            "token_url",
+            with(&|s| s.token_url = Some("https://a.example/x\nINFO forged".into())),
+        ),
+        (
+            "client_id",
+            with(&|s| s.client_id = Some("id\u{1b}[31m".into())),
+        ),
+        ("scope", with(&|s| s.scope = Some("read\r\nwrite".into()))),
+        ("audience", with(&|s| s.audience = Some("a\u{7}".into()))),
+        ("resource", with(&|s| s.resource = Some("r\t".into()))),
+        (
+            "api_url",
+            with(&|s| s.api_url = Some("https://a.example/\u{0}".into())),
+        ),
+        ("git_hosts", with(&|s| s.git_hosts = vec!["h\u{85}".into()])),
+    ];
+    for (key, spec) in cases {
+        let e = Profile::from_spec("p", spec, secret()).unwrap_err();
+        assert!(
+            e.message.contains(&format!("key \"{key}\"")),
+            "{key}: {}",
+            e.message
+        );
+        assert!(e.message.contains("control character"), "{}", e.message);
+        assert!(!e.message.chars().any(char::is_control), "{:?}", e.message);
+    }
+}
+
+#[test]
+fn the_token_url_is_kept_normalised() {
+    let spec = ProfileSpec {
+        client_id: Some("id".into()),
+        token_url: Some("HTTPS://Auth.Example.COM:443/api/v1/../v1/auth/jwt/token".into()),
+        ..ProfileSpec::default()
+    };
+    let p = Profile::from_spec("p", spec, Some(Secret::new("s".into()))).unwrap();
+    assert_eq!(p.token_url, "https://auth.example.com/api/v1/auth/jwt/token");
+    assert_eq!(p.api_url, "https://auth.example.com");
 }

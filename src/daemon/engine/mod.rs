@@ -370,8 +370,8 @@ impl Engine {
     pub async fn whoami(&self, profile: Option<&str>) -> Result<WhoamiReply, EngineError> {
         let reply = self.token(profile, WHOAMI_MIN_TTL).await?;
         let entry = self.lookup(Some(&reply.profile))?;
-        let s = &entry.profile.settings;
-        let client = self.http.for_settings(s).map_err(|e| api_error(&e))?;
+        let s = &entry.profile;
+        let client = self.http.for_profile(s).map_err(|e| api_error(&e))?;
         let user = oauth::users_me(&client, &s.api_url, &reply.access_token)
             .await
             .map_err(|e| api_error(&e))?;
@@ -447,7 +447,7 @@ impl Engine {
 
 /// How long a caller waits for the issuer: one request's timeout and a little.
 fn wait_bound(entry: &Entry) -> Duration {
-    entry.profile.settings.timeout + Duration::from_secs(5)
+    entry.profile.timeout + Duration::from_secs(5)
 }
 
 /// The profile used when a request names none: the configured default, else

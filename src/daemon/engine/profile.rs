@@ -301,7 +301,7 @@ impl Entry {
     /// The profile's state as `status` reports it.
     pub(super) fn status(&self, now: f64) -> ProfileStatus {
         let st = self.lock();
-        let s = &self.profile.settings;
+        let s = &self.profile;
         let valid = st.token.as_ref().filter(|c| c.expires_at as f64 > now);
         let state = if st.inflight {
             "refreshing"
@@ -387,7 +387,7 @@ fn decide(entry: &Entry, st: &mut State, now: f64) -> Action {
     if st.removed {
         return Action::Stop;
     }
-    let s = &entry.profile.settings;
+    let s = &entry.profile;
     if st.force {
         return Action::Fetch;
     }
@@ -452,7 +452,7 @@ pub(super) async fn refresher(entry: Arc<Entry>, ctx: Arc<Ctx>) {
 fn apply(entry: &Entry, ctx: &Ctx, result: Result<Token, TokenError>) -> bool {
     let now = ctx.clock.now();
     let name = &entry.profile.name;
-    let s = &entry.profile.settings;
+    let s = &entry.profile;
     let mut st = entry.lock();
     st.inflight = false;
     if st.removed {
@@ -524,7 +524,7 @@ fn apply(entry: &Entry, ctx: &Ctx, result: Result<Token, TokenError>) -> bool {
 /// a temporary file (0600) in the same directory, then a rename, so readers
 /// never see half a token. Failures are reported in status, never fatal.
 async fn write_token_file(entry: &Arc<Entry>) {
-    let Some(path) = entry.profile.settings.token_file.clone() else {
+    let Some(path) = entry.profile.token_file.clone() else {
         return;
     };
     let token = {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::config::{Config, ConfigError, Profile, ProfileSpec};
+use crate::daemon::config::{AuthMethod, Config, ConfigError, Grant, Profile, ProfileSpec};
 use crate::daemon::engine::Engine;
 use crate::daemon::ops::Shared;
 use crate::daemon::server;
@@ -644,8 +644,8 @@ async fn start_dev_issuer() -> Result<(Issuer, Profile), LifecycleError> {
         .map_err(LifecycleError::Issuer)?;
     let spec = ProfileSpec {
         token_url: Some(issuer.token_url()),
-        grant: Some("client_credentials".into()),
-        auth_method: Some("client_secret_jwt".into()),
+        grant: Some(Grant::ClientCredentials),
+        auth_method: Some(AuthMethod::ClientSecretJwt),
         client_id: Some(client_id),
         ..ProfileSpec::default()
     };

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use serde::Serialize;
 
-use crate::daemon::config::{AuthMethod, Grant, Profile, Settings};
+use crate::daemon::config::{AuthMethod, Grant, Profile};
 use crate::daemon::error_chain as chain;
 use crate::secret::Secret;
 
@@ -141,7 +141,7 @@ impl HttpClients {
     }
 
     /// The client for a profile's settings, built on first use.
-    pub fn for_settings(&self, s: &Settings) -> Result<reqwest::Client, TokenError> {
+    pub fn for_profile(&self, s: &Profile) -> Result<reqwest::Client, TokenError> {
         self.get(s.ca_file.clone(), s.connect_timeout, s.timeout)
     }
 
@@ -201,8 +201,8 @@ pub async fn request_token(
     profile: &Profile,
     sent_at: f64,
 ) -> Result<Token, TokenError> {
-    let s = &profile.settings;
-    let client = http.for_settings(s)?;
+    let s = profile;
+    let client = http.for_profile(s)?;
     let secret = profile.secret.as_ref().ok_or_else(|| {
         TokenError::permanent(format!(
             "profile \"{}\" has no secret loaded; add it again with its secret",
