@@ -20,6 +20,22 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// The `min_ttl` used when a `token` request names none, in seconds.
 pub const DEFAULT_MIN_TTL: u64 = 60;
 
+/// The longest access token accepted, in bytes (issuers' JWTs are 1–2 KiB).
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Whether `t` is an RFC 6750 `b64token` (`[A-Za-z0-9-._~+/]+=*`) of at most
+/// [`MAX_TOKEN_LEN`] bytes: safe in an HTTP header, an environment variable
+/// and on a terminal. The daemon accepts no other token from an issuer, and
+/// clients check again before they print one.
+pub fn is_bearer_token(t: &str) -> bool {
+    let body = t.trim_end_matches('=');
+    !body.is_empty()
+        && t.len() <= MAX_TOKEN_LEN
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
+}
+
 /// One request line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -333,5 +349,31 @@ pub fn parse_reply<T: serde::de::DeserializeOwned>(line: &[u8]) -> Result<T, Opt
         serde_json::from_slice(line).map_err(|_| None)
     } else {
         Err(env.error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_b64tokens() {
+        for ok in ["a", "eyJ.eyJ.c2ln", "A-b_c~d+e/f==", "x="] {
+            assert!(is_bearer_token(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "=",
+            "a b",
+            "tok\nX-Injected: 1",
+            "t\u{1b}[31m",
+            "a=b",
+            "é",
+            "a\r",
+        ] {
+            assert!(!is_bearer_token(bad), "{bad:?}");
+        }
+        assert!(is_bearer_token(&"a".repeat(MAX_TOKEN_LEN)));
+        assert!(!is_bearer_token(&"a".repeat(MAX_TOKEN_LEN + 1)));
     }
 }

@@ -284,10 +284,11 @@ impl Client {
         profile: Option<&str>,
         min_ttl: Option<u64>,
     ) -> Result<TokenReply, ClientError> {
-        self.request(&Request::Token {
+        let reply = self.request(&Request::Token {
             profile: profile.map(str::to_string),
             min_ttl,
-        })
+        })?;
+        checked(reply)
     }
 
     /// Daemon and profile state.
@@ -322,9 +323,10 @@ impl Client {
 
     /// Obtains a new token now.
     pub fn refresh(&mut self, profile: Option<&str>) -> Result<TokenReply, ClientError> {
-        self.request(&Request::Refresh {
+        let reply = self.request(&Request::Refresh {
             profile: profile.map(str::to_string),
-        })
+        })?;
+        checked(reply)
     }
 
     /// Makes the daemon re-read its configuration file.
@@ -356,6 +358,21 @@ impl Client {
     /// Stops the daemon.
     pub fn shutdown(&mut self) -> Result<(), ClientError> {
         self.request::<Empty>(&Request::Shutdown {}).map(|_| ())
+    }
+}
+
+/// A token reply whose token is safe to print, put in a header or the
+/// environment (see [`crate::protocol::is_bearer_token`]); a daemon of
+/// another build could have been less careful.
+pub(super) fn checked(reply: TokenReply) -> Result<TokenReply, ClientError> {
+    if crate::protocol::is_bearer_token(reply.access_token.expose()) {
+        Ok(reply)
+    } else {
+        Err(ClientError::Protocol(
+            "the daemon sent an access token that is not an RFC 6750 bearer token; \
+             refusing to print or pass it on"
+                .into(),
+        ))
     }
 }
 

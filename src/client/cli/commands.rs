@@ -196,10 +196,11 @@ fn secs_until(at: i64) -> u64 {
 }
 
 fn get_token(ctx: &Ctx, args: &TokenArgs) -> anyhow::Result<crate::protocol::TokenReply> {
-    Ok(ctx.request(&Request::Token {
+    let reply = ctx.request(&Request::Token {
         profile: args.profile.profile.clone(),
         min_ttl: args.min_ttl,
-    })?)
+    })?;
+    Ok(crate::client::conn::checked(reply)?)
 }
 
 fn cmd_token(ctx: &Ctx, args: &TokenArgs, json: bool) -> anyhow::Result<i32> {

@@ -588,6 +588,9 @@ fn the_token_url_is_kept_normalised() {
         ..ProfileSpec::default()
     };
     let p = Profile::from_spec("p", spec, Some(Secret::new("s".into()))).unwrap();
-    assert_eq!(p.token_url, "https://auth.example.com/api/v1/auth/jwt/token");
+    assert_eq!(
+        p.token_url,
+        "https://auth.example.com/api/v1/auth/jwt/token"
+    );
     assert_eq!(p.api_url, "https://auth.example.com");
 }

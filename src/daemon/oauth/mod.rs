@@ -4,10 +4,17 @@
 //! (worth retrying with backoff) or [`ErrorClass::Permanent`] (retrying will
 //! not help until the credentials change); the engine acts on the class.
 //! Messages name the endpoint and the issuer's own words, never a secret or token.
+//!
+//! The HTTP clients (trust roots, proxies, timeouts) are built in `http`;
+//! the Climate Engine API calls (`users/me`, client creation) are in [`api`].
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
+pub mod api;
+mod http;
+mod scrub;
+
+pub use api::{NewClient, create_client, users_me};
+pub use http::{Client, HttpClients};
+
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,6 +23,7 @@ use serde::Serialize;
 use crate::daemon::config::{AuthMethod, Grant, Profile};
 use crate::daemon::error_chain as chain;
 use crate::secret::Secret;
+use scrub::Scrub;
 
 /// Largest response body read from the issuer.
 const MAX_BODY: usize = 1024 * 1024;
@@ -112,88 +120,6 @@ impl Token {
     }
 }
 
-/// The API client returned by `POST /api/v1/clients/`.
-#[derive(Debug, Clone)]
-pub struct NewClient {
-    pub user_id: String,
-    pub client_id: String,
-    pub client_secret: Secret,
-}
-
-/// HTTP clients shared by all profiles: one per distinct (CA file, timeouts),
-/// so connections are reused and each profile's limits apply.
-#[derive(Default)]
-pub struct HttpClients {
-    clients: Mutex<HashMap<ClientKey, reqwest::Client>>,
-}
-
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct ClientKey {
-    ca_file: Option<PathBuf>,
-    connect_timeout: Duration,
-    timeout: Duration,
-}
-
-impl HttpClients {
-    /// An empty cache.
-    pub fn new() -> Self {
-        HttpClients::default()
-    }
-
-    /// The client for a profile's settings, built on first use.
-    pub fn for_profile(&self, s: &Profile) -> Result<reqwest::Client, TokenError> {
-        self.get(s.ca_file.clone(), s.connect_timeout, s.timeout)
-    }
-
-    /// The client for a CA file and timeouts, built on first use.
-    pub fn get(
-        &self,
-        ca_file: Option<PathBuf>,
-        connect_timeout: Duration,
-        timeout: Duration,
-    ) -> Result<reqwest::Client, TokenError> {
-        let key = ClientKey {
-            ca_file,
-            connect_timeout,
-            timeout,
-        };
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
-        }
-        let client = build_client(&key)?;
-        clients.insert(key, client.clone());
-        Ok(client)
-    }
-}
-
-fn build_client(key: &ClientKey) -> Result<reqwest::Client, TokenError> {
-    // the proxy environment (HTTPS_PROXY, NO_PROXY) is honoured by default
-    let mut b = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(key.connect_timeout)
-        .timeout(key.timeout)
-        // a token endpoint that redirects is misconfigured; following a POST
-        // redirect could also send credentials elsewhere
-        .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = &key.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            TokenError::permanent(format!("cannot read ca_file {}: {e}", path.display()))
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            TokenError::permanent(format!(
-                "ca_file {}: not PEM certificates: {e}",
-                path.display()
-            ))
-        })?;
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
-    }
-    b.build()
-        .map_err(|e| TokenError::permanent(format!("cannot build the HTTP client: {}", chain(&e))))
-}
-
 /// Requests a token for a profile. `sent_at` is the current wall-clock time
 /// (Unix seconds), from which `expires_in` counts.
 pub async fn request_token(
@@ -261,7 +187,7 @@ pub async fn request_token(
 
 /// Requests a token with the password grant (the `login` bootstrap).
 pub async fn password_token(
-    client: &reqwest::Client,
+    client: &Client,
     token_url: &str,
     username: &str,
     password: &Secret,
@@ -316,7 +242,7 @@ pub fn client_assertion(
 }
 
 async fn post_token(
-    client: &reqwest::Client,
+    client: &Client,
     token_url: &str,
     form: &[(&str, &str)],
     basic: Option<(&str, &str)>,
@@ -328,7 +254,24 @@ async fn post_token(
             .extend_pairs(form)
             .finish(),
     );
+    // what the issuer must never see echoed back into our logs and replies
+    let mut secrets: Vec<&str> = form
+        .iter()
+        .filter(|(k, _)| matches!(*k, "password" | "client_secret" | "client_assertion"))
+        .map(|(_, v)| *v)
+        .collect();
+    let basic_creds = basic.map(|(id, secret)| {
+        // RFC 6749 §2.3.1: both parts are form-encoded before Basic encoding
+        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        (secret, Secret::new(format!("{}:{}", enc(id), enc(secret))))
+    });
+    if let Some((secret, creds)) = &basic_creds {
+        secrets.push(secret);
+        secrets.push(creds.expose());
+    }
+    let scrub = Scrub::of(&secrets);
     let mut req = client
+        .inner
         .post(token_url)
         .header(
             reqwest::header::CONTENT_TYPE,
@@ -336,10 +279,7 @@ async fn post_token(
         )
         .header(reqwest::header::ACCEPT, "application/json")
         .body(body.expose().as_bytes().to_vec());
-    if let Some((id, secret)) = basic {
-        // RFC 6749 §2.3.1: both parts are form-encoded before Basic encoding
-        let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let creds = Secret::new(format!("{}:{}", enc(id), enc(secret)));
+    if let Some((_, creds)) = &basic_creds {
         let value = Secret::new(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(creds.expose())
@@ -350,9 +290,9 @@ async fn post_token(
         hv.set_sensitive(true);
         req = req.header(reqwest::header::AUTHORIZATION, hv);
     }
-    let (status, headers, body) = send(req, token_url).await?;
+    let (status, headers, body) = send(client, req, token_url).await?;
     if status.is_success() {
-        return parse_token(&body, token_url, sent_at, default_lifetime);
+        return parse_token(&body, token_url, sent_at, default_lifetime, &scrub);
     }
     Err(status_error(
         status,
@@ -360,15 +300,20 @@ async fn post_token(
         &body,
         token_url,
         "token request",
+        &scrub,
     ))
 }
 
 /// Sends a request and reads the whole body (capped); failures are transient.
-async fn send(
+pub(super) async fn send(
+    client: &Client,
     req: reqwest::RequestBuilder,
     url: &str,
 ) -> Result<(reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>), TokenError> {
-    let mut resp = req.send().await.map_err(|e| transport_error(&e, url))?;
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| transport_error(&e, url, &client.roots))?;
     let status = resp.status();
     let headers = resp.headers().clone();
     let mut body = Vec::new();
@@ -384,7 +329,7 @@ async fn send(
             }
             Ok(None) => break,
             Err(e) => {
-                let mut err = transport_error(&e, url);
+                let mut err = transport_error(&e, url, &client.roots);
                 err.message = format!("reading the answer from {url} failed: {}", chain(&e));
                 err.status = Some(status.as_u16());
                 return Err(err);
@@ -394,7 +339,7 @@ async fn send(
     Ok((status, headers, body))
 }
 
-fn transport_error(e: &reqwest::Error, url: &str) -> TokenError {
+fn transport_error(e: &reqwest::Error, url: &str, roots: &str) -> TokenError {
     let what = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -402,29 +347,25 @@ fn transport_error(e: &reqwest::Error, url: &str) -> TokenError {
     } else {
         "request failed"
     };
-    TokenError::transient(format!("{url}: {what}: {}", chain(e)))
+    let detail = chain(e);
+    // rustls says "invalid peer certificate: UnknownIssuer" and the like
+    let hint = if detail.contains("certificate") {
+        http::untrusted_hint(roots)
+    } else {
+        String::new()
+    };
+    TokenError::transient(format!("{url}: {what}: {detail}{hint}"))
 }
 
-/// Text from the issuer, made safe to show: one line, bounded length.
-fn sanitize(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(300)
-        .collect();
-    if s.chars().count() > 300 {
-        out.push('…');
-    }
-    out
-}
-
-fn status_error(
+pub(super) fn status_error(
     status: reqwest::StatusCode,
     headers: &reqwest::header::HeaderMap,
     body: &[u8],
     url: &str,
     what: &str,
+    scrub: &Scrub,
 ) -> TokenError {
+    let sanitize = |s: &str| scrub.clean(s);
     let code = status.as_u16();
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let field = |k: &str| {
@@ -500,11 +441,12 @@ fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration
 }
 
 /// Parses a successful token response (RFC 6749 §5.1).
-pub fn parse_token(
+pub(crate) fn parse_token(
     body: &[u8],
     url: &str,
     sent_at: f64,
     default_lifetime: Duration,
+    scrub: &Scrub,
 ) -> Result<Token, TokenError> {
     let malformed =
         |why: &str| TokenError::transient(format!("{url}: malformed token response: {why}"));
@@ -517,15 +459,25 @@ pub fn parse_token(
         Some(serde_json::Value::String(s)) if !s.is_empty() => Secret::new(s.clone()),
         _ => return Err(malformed("no access_token")),
     };
+    // it ends up in HTTP headers and on terminals: a newline would inject a
+    // header line (`ce-auth header`), an escape sequence reach the terminal
+    if !crate::protocol::is_bearer_token(access_token.expose()) {
+        return Err(malformed(&format!(
+            "the access_token is not an RFC 6750 bearer token (at most {} bytes of \
+             letters, digits and -._~+/ with trailing =)",
+            crate::protocol::MAX_TOKEN_LEN
+        )));
+    }
     match obj.get("token_type") {
         // RFC 6749 requires it; servers that omit it issue bearer tokens
         None => {}
         Some(serde_json::Value::String(t)) if t.eq_ignore_ascii_case("bearer") => {}
         Some(other) => {
-            let shown = other
-                .as_str()
-                .map(sanitize)
-                .unwrap_or_else(|| other.to_string());
+            let shown = scrub.clean(
+                &other
+                    .as_str()
+                    .map_or_else(|| other.to_string(), str::to_string),
+            );
             return Err(TokenError::permanent(format!(
                 "{url}: token_type \"{shown}\" is not supported; only bearer tokens are"
             )));
@@ -606,75 +558,6 @@ pub fn jwt_exp(token: &str) -> Option<f64> {
     v.get("exp")?.as_f64()
 }
 
-fn bearer(token: &Secret) -> Result<reqwest::header::HeaderValue, TokenError> {
-    let mut hv = reqwest::header::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-        .map_err(|_| {
-            TokenError::permanent("the access token is not a valid header value".into())
-        })?;
-    hv.set_sensitive(true);
-    Ok(hv)
-}
-
-/// `GET {api_url}/api/v1/users/me` with a bearer token.
-pub async fn users_me(
-    client: &reqwest::Client,
-    api_url: &str,
-    token: &Secret,
-) -> Result<serde_json::Value, TokenError> {
-    let url = format!("{}/api/v1/users/me", api_url.trim_end_matches('/'));
-    let req = client
-        .get(&url)
-        .header(reqwest::header::AUTHORIZATION, bearer(token)?)
-        .header(reqwest::header::ACCEPT, "application/json");
-    let (status, headers, body) = send(req, &url).await?;
-    if !status.is_success() {
-        return Err(status_error(status, &headers, &body, &url, "users/me"));
-    }
-    serde_json::from_slice(&body)
-        .map_err(|_| TokenError::transient(format!("{url}: the answer is not JSON")))
-}
-
-/// `POST {api_url}/api/v1/clients/` with a bearer token: a new API client.
-pub async fn create_client(
-    client: &reqwest::Client,
-    api_url: &str,
-    token: &Secret,
-) -> Result<NewClient, TokenError> {
-    let url = format!("{}/api/v1/clients/", api_url.trim_end_matches('/'));
-    let req = client
-        .post(&url)
-        .header(reqwest::header::AUTHORIZATION, bearer(token)?)
-        .header(reqwest::header::ACCEPT, "application/json");
-    let (status, headers, body) = send(req, &url).await?;
-    if !status.is_success() {
-        return Err(status_error(
-            status,
-            &headers,
-            &body,
-            &url,
-            "creating a client",
-        ));
-    }
-    let bad = || {
-        TokenError::transient(format!(
-            "{url}: unexpected answer (no client_id/client_secret)"
-        ))
-    };
-    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| bad())?;
-    let text = |k: &str| -> Option<String> {
-        match v.get(k)? {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    };
-    Ok(NewClient {
-        user_id: text("user_id").unwrap_or_default(),
-        client_id: text("client_id").ok_or_else(bad)?,
-        client_secret: Secret::new(text("client_secret").ok_or_else(bad)?),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,7 +574,13 @@ mod tests {
     }
 
     fn parse(body: &str) -> Result<Token, TokenError> {
-        parse_token(body.as_bytes(), URL, 1000.0, Duration::from_secs(300))
+        parse_token(
+            body.as_bytes(),
+            URL,
+            1000.0,
+            Duration::from_secs(300),
+            &Scrub::none(),
+        )
     }
 
     #[test]
@@ -773,6 +662,7 @@ mod tests {
             URL,
             1000.4,
             Duration::from_secs(300),
+            &Scrub::none(),
         )
         .unwrap();
         assert_eq!(
@@ -838,19 +728,19 @@ mod tests {
         let mut ra = reqwest::header::HeaderMap::new();
         ra.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
         let st = |c: u16| reqwest::StatusCode::from_u16(c).unwrap();
-        let e = status_error(st(429), &ra, b"", URL, "token request");
+        let e = status_error(st(429), &ra, b"", URL, "token request", &Scrub::none());
         assert_eq!(
             (e.class, e.retry_after),
             (ErrorClass::Transient, Some(Duration::from_secs(7)))
         );
         for c in [408, 500, 502, 503, 504] {
             assert_eq!(
-                status_error(st(c), &h, b"", URL, "t").class,
+                status_error(st(c), &h, b"", URL, "t", &Scrub::none()).class,
                 ErrorClass::Transient
             );
         }
         let body = br#"{"error":"invalid_client","error_description":"Bad client\ncredentials"}"#;
-        let e = status_error(st(401), &h, body, URL, "t");
+        let e = status_error(st(401), &h, body, URL, "t", &Scrub::none());
         assert_eq!(e.class, ErrorClass::Permanent);
         assert_eq!(e.oauth_error.as_deref(), Some("invalid_client"));
         assert!(
@@ -864,13 +754,20 @@ mod tests {
             (400, "unauthorized_client"),
         ] {
             let body = format!(r#"{{"error":"{err}"}}"#);
-            let e = status_error(st(c), &h, body.as_bytes(), URL, "t");
+            let e = status_error(st(c), &h, body.as_bytes(), URL, "t", &Scrub::none());
             assert_eq!(e.class, ErrorClass::Permanent);
             assert!(e.message.contains(err));
         }
-        let e = status_error(st(404), &h, b"nope", URL, "t");
+        let e = status_error(st(404), &h, b"nope", URL, "t", &Scrub::none());
         assert_eq!(e.class, ErrorClass::Permanent);
-        let e = status_error(st(401), &h, br#"{"detail":"Unauthorized"}"#, URL, "t");
+        let e = status_error(
+            st(401),
+            &h,
+            br#"{"detail":"Unauthorized"}"#,
+            URL,
+            "t",
+            &Scrub::none(),
+        );
         assert!(e.message.contains("Unauthorized"));
     }
 
@@ -892,5 +789,49 @@ mod tests {
         assert_eq!(c["exp"], 1060);
         let d2 = jsonwebtoken::decode::<serde_json::Value>(b.expose(), &key, &v).unwrap();
         assert_ne!(c["jti"], d2.claims["jti"], "jti must be fresh");
+    }
+
+    #[test]
+    fn tokens_outside_the_bearer_charset_are_refused() {
+        for token in ["tok\\nX-Injected: 1", "tok en", "t\\u001b[31m", "a=b"] {
+            let body = format!(r#"{{"access_token":"{token}","expires_in":60}}"#);
+            let e = parse(&body).unwrap_err();
+            assert!(e.message.contains("RFC 6750"), "{}", e.message);
+            assert!(!e.message.contains("Injected"), "{}", e.message);
+        }
+        let long = "a".repeat(crate::protocol::MAX_TOKEN_LEN + 1);
+        let e = parse(&format!(r#"{{"access_token":"{long}"}}"#)).unwrap_err();
+        assert!(e.message.contains("RFC 6750"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_issuer_echoing_the_secret_does_not_get_it_into_the_message() {
+        let secret = "s3cret-Value+/=";
+        let scrub = Scrub::of(&[secret]);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(secret);
+        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let body = format!(
+            r#"{{"error":"invalid_client","error_description":"bad secret {secret} ({form}, {b64})"}}"#
+        );
+        let e = status_error(
+            reqwest::StatusCode::UNAUTHORIZED,
+            &reqwest::header::HeaderMap::new(),
+            body.as_bytes(),
+            URL,
+            "token request",
+            &scrub,
+        );
+        assert!(e.message.contains("[redacted]"), "{}", e.message);
+        assert!(!e.message.contains("s3cret"), "{}", e.message);
+        assert!(!e.message.contains(&b64), "{}", e.message);
+        let e = parse_token(
+            format!(r#"{{"access_token":"a","token_type":"{secret}"}}"#).as_bytes(),
+            URL,
+            1000.0,
+            Duration::from_secs(300),
+            &scrub,
+        )
+        .unwrap_err();
+        assert!(!e.message.contains("s3cret"), "{}", e.message);
     }
 }
