@@ -20,6 +20,13 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// The `min_ttl` used when a `token` request names none, in seconds.
 pub const DEFAULT_MIN_TTL: u64 = 60;
 
+/// The `wait` used when a `token` request names none, in seconds: a caller
+/// without a usable token gets a token or `issuer_unavailable` within it.
+pub const DEFAULT_WAIT: u64 = 10;
+
+/// The longest `wait` honoured, in seconds; longer ones are cut to this.
+pub const MAX_WAIT: u64 = 300;
+
 /// The longest access token accepted, in bytes (issuers' JWTs are 1–2 KiB).
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 
@@ -55,6 +62,10 @@ pub enum Request {
         /// Seconds the token must still be valid for; [`DEFAULT_MIN_TTL`] when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         min_ttl: Option<u64>,
+        /// Seconds to wait for a token when none held will do ([`DEFAULT_WAIT`]
+        /// when absent, at most [`MAX_WAIT`]); 0 answers at once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait: Option<u64>,
     },
     /// Daemon and per-profile state.
     Status {
@@ -79,6 +90,10 @@ pub enum Request {
     Refresh {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
+        /// Seconds to wait for the attempt (the request timeout and 2 s when
+        /// absent, at most [`MAX_WAIT`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        wait: Option<u64>,
     },
     /// Re-read the configuration file; unchanged profiles keep their tokens.
     Reload {},

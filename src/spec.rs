@@ -152,12 +152,16 @@ pub struct ProfileSpec {
     /// Extra CA certificates (PEM) to trust for the token and API endpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
-    /// Seconds to wait for a TCP/TLS connection (default 10).
+    /// Seconds to wait for a TCP/TLS connection (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<u64>,
-    /// Seconds a whole request may take (default 30).
+    /// Seconds a whole request may take (default 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Least seconds between two attempts made because callers are waiting
+    /// for a token the daemon cannot serve (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_floor: Option<u64>,
     /// Base URL of the API (`users/me`, `clients/`); the token URL's origin when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_url: Option<String>,
@@ -189,6 +193,7 @@ pub(crate) const SPEC_KEYS: &[&str] = &[
     "ca_file",
     "connect_timeout",
     "timeout",
+    "retry_floor",
     "api_url",
 ];
 

@@ -251,11 +251,16 @@ async fn backoff_grows_while_the_valid_token_is_served() {
     assert!(served_during_outage > 0);
     let calls = script.calls();
     assert!(calls.len() >= 8, "{calls:?}");
-    // retries after failures 1..6 stay within the capped, growing ceilings
+    // retries after failures 1..6 stay within the growing equal-jitter
+    // windows [ceiling / 2, ceiling] (nobody waits: the valid token is served)
     for (i, w) in calls[1..8].windows(2).enumerate() {
         let gap = w[1] - w[0];
         let ceiling = 2f64.powi(i as i32).min(300.0);
-        assert!(gap >= 0.49 && gap <= ceiling + 0.01, "retry {i}: {gap} s");
+        let least = (ceiling / 2.0).max(0.5);
+        assert!(
+            gap >= least - 0.01 && gap <= ceiling + 0.01,
+            "retry {i}: {gap} s"
+        );
     }
     let st = &engine.status(None).unwrap()[0];
     assert_eq!(st.failed, 6);
@@ -271,18 +276,25 @@ async fn retry_after_is_honoured() {
         let e = Arc::clone(&engine);
         tokio::spawn(async move { e.token(None, MIN).await })
     };
-    // the caller's wait (35 s) cannot cover two 20 s pauses: it gets an answer, not a hang
+    // the caller's wait (10 s) cannot cover a 20 s pause: it gets an answer at
+    // once, not a hang, and its demand does not cut the Retry-After short
+    let start = tokio::time::Instant::now();
     let r = caller.await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     let e = r.unwrap_err();
     assert_eq!(e.code, ErrorCode::IssuerUnavailable);
     assert!(e.message.contains("scripted failure"), "{}", e.message);
-    assert!(e.message.contains("next attempt in"), "{}", e.message);
-    let calls = script.calls();
-    assert!(calls.len() >= 2);
-    assert!(calls[1] - calls[0] >= 20.0, "{calls:?}");
-    // later it recovers
-    advance(30.0).await;
-    engine.token(None, MIN).await.unwrap();
+    assert!(e.message.contains("next attempt in 20 s"), "{}", e.message);
+    assert_eq!(script.count(), 1);
+    // a caller that waits long enough gets the retries, each after its Retry-After
+    engine
+        .token_within(None, MIN, Duration::from_secs(60))
+        .await
+        .unwrap();
     let calls = script.calls();
     for w in calls.windows(2).take(2) {
         assert!(w[1] - w[0] >= 20.0, "{calls:?}");
@@ -515,7 +527,7 @@ async fn a_slow_refresh_cannot_write_back_after_reload() {
     let engine = Engine::with_source(config(vec![profile("p", spec())]), script.clone(), clock);
     let waiter = {
         let e = Arc::clone(&engine);
-        tokio::spawn(async move { e.token(None, MIN).await })
+        tokio::spawn(async move { e.token_within(None, MIN, Duration::from_secs(60)).await })
     };
     advance(5.0).await;
     assert_eq!(engine.status(None).unwrap()[0].state, "refreshing");
@@ -599,4 +611,184 @@ async fn token_file_failure_shows_in_status() {
     }
     // serving goes on
     engine.token(None, MIN).await.unwrap();
+}
+
+/// Repeats `engine.token` for `profile` until a token comes or `limit` of
+/// (paused) time has passed; returns when the token came (Unix seconds).
+async fn keep_asking(engine: &Engine, clock: &Clock, limit: f64) -> Option<f64> {
+    let end = clock.now() + limit;
+    while clock.now() < end {
+        if engine.token(None, MIN).await.is_ok() {
+            return Some(clock.now());
+        }
+        advance(0.25).await;
+    }
+    None
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_callers_retry_at_the_floor_not_the_backoff() {
+    let (engine, script, clock) = setup(900.0, spec());
+    script.plan(&vec![Outcome::Transient(None); 20]);
+    // the first 20 attempts fail; a caller that keeps asking drives an attempt
+    // every retry_floor (2 s) instead of waiting out the growing backoff
+    let got = keep_asking(&engine, &clock, 120.0).await;
+    let calls = script.calls();
+    assert_eq!(calls.len(), 21, "{calls:?}");
+    check_floor(&calls, 2.0);
+    // and the token came with the first attempt after the outage
+    let got = got.expect("a token once the issuer answers");
+    assert!(got - calls[20] < 0.3, "{got} vs {}", calls[20]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_floor_is_configurable() {
+    let s = ProfileSpec {
+        retry_floor: Some(5),
+        ..spec()
+    };
+    let (engine, script, clock) = setup(900.0, s);
+    script.plan(&vec![Outcome::Transient(None); 6]);
+    keep_asking(&engine, &clock, 120.0).await.expect("a token");
+    check_floor(&script.calls(), 5.0);
+}
+
+/// The schedule while a caller keeps asking: no gap longer than the floor
+/// (plus the caller's polling), and none shorter once the background backoff
+/// (whose k-th gap is at least 2^k / 2 s) no longer comes first.
+fn check_floor(calls: &[f64], floor: f64) {
+    for (k, w) in calls.windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        assert!(gap <= floor + 0.3, "gap {k}: {gap} s in {calls:?}");
+        let background_least = (2f64.powi(k as i32) / 2.0).max(0.5);
+        if background_least >= floor {
+            assert!(gap >= floor - 0.001, "gap {k}: {gap} s in {calls:?}");
+        } else {
+            assert!(
+                gap >= background_least - 0.001,
+                "gap {k}: {gap} s in {calls:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn once_the_issuer_answers_a_caller_that_keeps_asking_gets_a_token_within_the_floor() {
+    let (engine, script, clock) = setup(60.0, spec());
+    engine.token(None, Duration::from_secs(10)).await.unwrap();
+    // a long outage that outlasts the token and drives the background backoff to the cap
+    script.plan(&vec![Outcome::Transient(None); 10_000]);
+    advance(1800.0).await;
+    let background = script.count();
+    assert!(
+        background < 30,
+        "the background retry was not polite: {background}"
+    );
+    // the issuer comes back; nobody knows yet
+    script.clear();
+    let back = clock.now();
+    let got = keep_asking(&engine, &clock, 30.0).await.expect("a token");
+    assert!(
+        got - back <= 2.0 + 0.3,
+        "{} s after the issuer came back",
+        got - back
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_callers_the_background_retry_keeps_its_backoff() {
+    let (engine, script, clock) = setup(60.0, spec());
+    engine.token(None, Duration::from_secs(10)).await.unwrap();
+    script.plan(&vec![Outcome::Transient(None); 10_000]);
+    advance(3000.0).await;
+    let calls = script.calls();
+    // after the proactive refresh, failures n = 1, 2, ... wait [c/2, c] with
+    // c = min(300, 2^(n-1)) each: no demand, so nothing closer
+    for (i, w) in calls[1..].windows(2).enumerate() {
+        let gap = w[1] - w[0];
+        let ceiling = 2f64.powi(i as i32).min(300.0);
+        let least = (ceiling / 2.0).max(0.5);
+        assert!(
+            gap >= least - 0.01 && gap <= ceiling + 0.01,
+            "retry {i}: {gap} s"
+        );
+    }
+    // 3000 s hold at most ~11 growing steps and then one every 150-300 s
+    assert!(calls.len() <= 1 + 11 + 3000 / 150, "{}", calls.len());
+    let _ = clock;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_wait_bounds_its_answer() {
+    let clock = Clock::tokio(T0);
+    let script = Script::with_delay(&clock, 900.0, Duration::from_secs(100));
+    let engine = Engine::with_source(config(vec![profile("p", spec())]), script.clone(), clock);
+    for wait in [0, 3, 10] {
+        let start = tokio::time::Instant::now();
+        let e = engine
+            .token_within(None, MIN, Duration::from_secs(wait))
+            .await
+            .unwrap_err();
+        let took = start.elapsed().as_secs_f64();
+        assert!(
+            took >= wait as f64 && took < wait as f64 + 0.1,
+            "wait {wait}: answered after {took} s"
+        );
+        assert_eq!(e.code, ErrorCode::IssuerUnavailable);
+        let why = if wait == 0 { "starts now" } else { "in flight" };
+        assert!(e.message.contains(why), "{}", e.message);
+    }
+    // one request in flight all along: waits never start a second one
+    assert_eq!(script.count(), 1);
+    // the default wait is 10 s
+    let start = tokio::time::Instant::now();
+    engine.token(None, MIN).await.unwrap_err();
+    assert_eq!(start.elapsed().as_secs(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_zero_fails_fast_but_starts_an_attempt() {
+    let (engine, script, _clock) = setup(900.0, spec());
+    let e = engine
+        .token_within(None, MIN, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::IssuerUnavailable);
+    advance(0.1).await;
+    assert_eq!(script.count(), 1);
+    // the attempt it started is served to the next caller at once
+    engine
+        .token_within(None, MIN, Duration::ZERO)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_ttl_longer_than_the_lifetime_is_answered_at_once() {
+    let (engine, script, _clock) = setup(100.0, spec());
+    let e = engine
+        .token(None, Duration::from_secs(200))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::BadRequest);
+    assert!(
+        e.message.contains("less than the min_ttl of 200 s"),
+        "{}",
+        e.message
+    );
+    assert_eq!(script.count(), 1);
+    // the token has shown the lifetime: further callers get the answer at
+    // once, without another request to the issuer
+    for _ in 0..20 {
+        let start = tokio::time::Instant::now();
+        let e = engine
+            .token(None, Duration::from_secs(200))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(start.elapsed() < Duration::from_millis(10));
+    }
+    assert_eq!(script.count(), 1);
+    // a min_ttl the tokens can meet is served as usual
+    engine.token(None, Duration::from_secs(30)).await.unwrap();
 }

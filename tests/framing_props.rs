@@ -85,12 +85,21 @@ fn request() -> impl Strategy<Value = Request> {
             .prop_map(|(version, client)| Request::Hello { version, client }),
         (
             proptest::option::of(text()),
+            proptest::option::of(any::<u64>()),
             proptest::option::of(any::<u64>())
         )
-            .prop_map(|(profile, min_ttl)| Request::Token { profile, min_ttl }),
+            .prop_map(|(profile, min_ttl, wait)| Request::Token {
+                profile,
+                min_ttl,
+                wait
+            }),
         proptest::option::of(text()).prop_map(|profile| Request::Status { profile }),
         text().prop_map(|profile| Request::Remove { profile }),
-        proptest::option::of(text()).prop_map(|profile| Request::Refresh { profile }),
+        (
+            proptest::option::of(text()),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(profile, wait)| Request::Refresh { profile, wait }),
         Just(Request::Reload {}),
         Just(Request::Shutdown {}),
         (proptest::option::of(text()), text(), text()).prop_map(|(token_url, email, pw)| {
@@ -182,7 +191,11 @@ proptest! {
             // the fast path agrees on what it accepts
             if let Some((profile, min_ttl)) = ops::fast_token(line) {
                 match want {
-                    Request::Token { profile: p, min_ttl: t } => {
+                    Request::Token {
+                        profile: p,
+                        min_ttl: t,
+                        wait: None,
+                    } => {
                         prop_assert_eq!(profile, p.as_deref());
                         prop_assert_eq!(min_ttl, *t);
                     }

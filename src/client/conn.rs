@@ -28,6 +28,24 @@ use crate::spec::ProfileSpec;
 /// wait for the issuer (and its retries) before the daemon answers.
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How much longer than a request's `wait` the client waits for its reply.
+const WAIT_MARGIN: Duration = Duration::from_secs(15);
+
+/// How long `git-credential` lets the daemon wait for a token: git blocks on
+/// its helpers, and a push or fetch is worth a longer wait than a script's
+/// token call (a failed helper makes git prompt for a password instead).
+pub(crate) const GIT_WAIT: u64 = 30;
+
+/// The `wait` a request asks of the daemon, capped as the daemon caps it.
+fn asked_wait(request: &Request) -> Option<Duration> {
+    match request {
+        Request::Token { wait: Some(w), .. } | Request::Refresh { wait: Some(w), .. } => {
+            Some(Duration::from_secs((*w).min(crate::protocol::MAX_WAIT)))
+        }
+        _ => None,
+    }
+}
+
 /// How long autostart waits for a freshly started daemon to answer.
 const AUTOSTART_DEADLINE: Duration = Duration::from_secs(15);
 
@@ -256,6 +274,13 @@ impl Client {
 
     /// Reads the reply to `request` as `T`.
     fn receive<T: DeserializeOwned>(&mut self, request: &Request) -> Result<T, ClientError> {
+        // a caller may ask the daemon to wait longer than this client's usual bound
+        if let Some(wait) = asked_wait(request).filter(|w| *w + WAIT_MARGIN > DEFAULT_TIMEOUT) {
+            let stream = self.lines.get_mut().get_mut();
+            if let Err(e) = stream.set_recv_timeout(Some(wait + WAIT_MARGIN)) {
+                return Err(self.io_error(e));
+            }
+        }
         let parsed = match self.lines.read_line() {
             Ok(Some(reply)) => protocol::parse_reply::<T>(reply),
             Ok(None) => return Err(self.io_error(frame_error(FrameError::Truncated))),
@@ -278,15 +303,27 @@ impl Client {
         }
     }
 
-    /// A token for `profile` (the default when `None`) with at least `min_ttl` seconds left.
+    /// A token for `profile` (the default when `None`) with at least `min_ttl`
+    /// seconds left, within the daemon's default wait.
     pub fn token(
         &mut self,
         profile: Option<&str>,
         min_ttl: Option<u64>,
     ) -> Result<TokenReply, ClientError> {
+        self.token_within(profile, min_ttl, None)
+    }
+
+    /// [`Client::token`], letting the daemon wait up to `wait` seconds (0: answer at once).
+    pub fn token_within(
+        &mut self,
+        profile: Option<&str>,
+        min_ttl: Option<u64>,
+        wait: Option<u64>,
+    ) -> Result<TokenReply, ClientError> {
         let reply = self.request(&Request::Token {
             profile: profile.map(str::to_string),
             min_ttl,
+            wait,
         })?;
         checked(reply)
     }
@@ -325,6 +362,7 @@ impl Client {
     pub fn refresh(&mut self, profile: Option<&str>) -> Result<TokenReply, ClientError> {
         let reply = self.request(&Request::Refresh {
             profile: profile.map(str::to_string),
+            wait: None,
         })?;
         checked(reply)
     }

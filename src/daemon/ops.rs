@@ -13,8 +13,9 @@ use crate::daemon::config::DaemonSettings;
 use crate::daemon::config::{Config, Profile};
 use crate::daemon::engine::Engine;
 use crate::protocol::{
-    self, DEFAULT_MIN_TTL, Empty, ErrorCode, HelloReply, LoginReply, PROTOCOL_VERSION,
-    ProfileReply, ReloadReply, Request, StatusReply, TokenReply, WhoamiReply, WireError,
+    self, DEFAULT_MIN_TTL, DEFAULT_WAIT, Empty, ErrorCode, HelloReply, LoginReply,
+    PROTOCOL_VERSION, ProfileReply, ReloadReply, Request, StatusReply, TokenReply, WhoamiReply,
+    WireError,
 };
 use crate::secret::Secret;
 
@@ -57,7 +58,7 @@ pub fn daemon_name() -> String {
 /// logged, since requests may carry secrets.
 pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>) {
     if let Some((profile, min_ttl)) = fast_token(line) {
-        let r = token(shared, profile, min_ttl).await;
+        let r = token(shared, profile, min_ttl, None).await;
         respond(out, r);
         return;
     }
@@ -96,9 +97,11 @@ pub fn parse_request(line: &[u8]) -> Result<Request, WireError> {
 pub async fn handle(shared: &Shared, req: Request, out: &mut Vec<u8>) {
     match req {
         Request::Hello { version, client } => respond(out, hello(version, client.as_deref())),
-        Request::Token { profile, min_ttl } => {
-            respond(out, token(shared, profile.as_deref(), min_ttl).await)
-        }
+        Request::Token {
+            profile,
+            min_ttl,
+            wait,
+        } => respond(out, token(shared, profile.as_deref(), min_ttl, wait).await),
         Request::Status { profile } => respond(out, status(shared, profile.as_deref())),
         Request::Add {
             profile,
@@ -107,7 +110,9 @@ pub async fn handle(shared: &Shared, req: Request, out: &mut Vec<u8>) {
             replace,
         } => respond(out, add(shared, &profile, *settings, secret, replace)),
         Request::Remove { profile } => respond(out, remove(shared, &profile)),
-        Request::Refresh { profile } => respond(out, refresh(shared, profile.as_deref()).await),
+        Request::Refresh { profile, wait } => {
+            respond(out, refresh(shared, profile.as_deref(), wait).await)
+        }
         Request::Reload {} => respond(out, reload(shared)),
         Request::Whoami { profile } => respond(out, whoami(shared, profile.as_deref()).await),
         Request::Login {
@@ -143,14 +148,17 @@ pub fn hello(version: u32, client: Option<&str>) -> Result<HelloReply, WireError
     })
 }
 
-/// `token`: a token with at least `min_ttl` seconds left ([`DEFAULT_MIN_TTL`] when absent).
+/// `token`: a token with at least `min_ttl` seconds left ([`DEFAULT_MIN_TTL`]
+/// when absent), waiting at most `wait` seconds ([`DEFAULT_WAIT`] when absent).
 pub async fn token(
     shared: &Shared,
     profile: Option<&str>,
     min_ttl: Option<u64>,
+    wait: Option<u64>,
 ) -> Result<TokenReply, WireError> {
     let min_ttl = Duration::from_secs(min_ttl.unwrap_or(DEFAULT_MIN_TTL));
-    Ok(shared.engine.token(profile, min_ttl).await?)
+    let wait = Duration::from_secs(wait.unwrap_or(DEFAULT_WAIT));
+    Ok(shared.engine.token_within(profile, min_ttl, wait).await?)
 }
 
 /// `status`: daemon information and the state of one or every profile.
@@ -195,8 +203,13 @@ pub fn remove(shared: &Shared, profile: &str) -> Result<ProfileReply, WireError>
 }
 
 /// `refresh`: a new token now, even if the cached one is fresh.
-pub async fn refresh(shared: &Shared, profile: Option<&str>) -> Result<TokenReply, WireError> {
-    Ok(shared.engine.refresh(profile).await?)
+pub async fn refresh(
+    shared: &Shared,
+    profile: Option<&str>,
+    wait: Option<u64>,
+) -> Result<TokenReply, WireError> {
+    let wait = wait.map(Duration::from_secs);
+    Ok(shared.engine.refresh_within(profile, wait).await?)
 }
 
 /// `reload` (and SIGHUP): re-reads the configuration file and applies it.
@@ -375,7 +388,11 @@ mod tests {
             // when the fast path returns None the full parser decides alone
             if let Some((p, t)) = fast_token(line) {
                 match full {
-                    Ok(Request::Token { profile, min_ttl }) => {
+                    Ok(Request::Token {
+                        profile,
+                        min_ttl,
+                        wait: None,
+                    }) => {
                         assert_eq!(p, profile.as_deref());
                         assert_eq!(t, min_ttl);
                     }

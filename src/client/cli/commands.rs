@@ -199,6 +199,7 @@ fn get_token(ctx: &Ctx, args: &TokenArgs) -> anyhow::Result<crate::protocol::Tok
     let reply = ctx.request(&Request::Token {
         profile: args.profile.profile.clone(),
         min_ttl: args.min_ttl,
+        wait: args.wait,
     })?;
     Ok(crate::client::conn::checked(reply)?)
 }
@@ -486,7 +487,11 @@ fn cmd_git_credential(ctx: &Ctx, action: GitAction) -> anyhow::Result<i32> {
     };
     let t = ctx
         .connect()?
-        .token(Some(&profile.name), None)
+        .token_within(
+            Some(&profile.name),
+            None,
+            Some(crate::client::conn::GIT_WAIT),
+        )
         .with_context(|| format!("getting a token for git (profile {})", profile.name))?;
     let username = profile.client_id.as_deref().unwrap_or("ce-auth");
     let answer = gitcred::format_answer(&req, username, t.access_token.expose(), t.expires_at)

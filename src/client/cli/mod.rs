@@ -65,6 +65,10 @@ pub(super) struct TokenArgs {
     /// Seconds the token must still be valid for [default: 60]
     #[arg(long, value_name = "SECS")]
     pub min_ttl: Option<u64>,
+    /// Seconds to wait for a token when the daemon holds none that will do;
+    /// 0 fails at once [default: 10, at most 300]
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<u64>,
 }
 
 /// The subcommands.

@@ -26,9 +26,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default `default_lifetime`: assumed when the issuer says nothing about expiry.
 pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// Default `connect_timeout`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default `timeout` (whole token request).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `timeout` (whole token request). Short enough that a request
+/// stuck on a hung issuer gives way to a new one well within a caller's
+/// default wait once the issuer answers again; a token endpoint answers in
+/// well under a second.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(8);
+/// Default `retry_floor`: while callers wait for a token the daemon cannot
+/// serve, it asks the issuer again as soon as this long has passed since the
+/// last attempt began, whatever the background backoff says.
+pub const DEFAULT_RETRY_FLOOR: Duration = Duration::from_secs(2);
 
 /// Config files larger than this are refused.
 const MAX_CONFIG_FILE: u64 = 1024 * 1024;

@@ -12,7 +12,8 @@ use std::time::Duration;
 use super::sources::{read_secret, resolve_path};
 use super::{
     ConfigError, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_LIFETIME,
-    DEFAULT_REFRESH_FRACTION, DEFAULT_REFRESH_MARGIN, DEFAULT_TIMEOUT, key_err,
+    DEFAULT_REFRESH_FRACTION, DEFAULT_REFRESH_MARGIN, DEFAULT_RETRY_FLOOR, DEFAULT_TIMEOUT,
+    key_err,
 };
 use crate::secret::Secret;
 use crate::spec::{AuthMethod, Grant, ProfileSpec, is_loopback_host, validate_profile_name};
@@ -48,6 +49,8 @@ pub struct Profile {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// Least time between two attempts started for waiting callers.
+    pub retry_floor: Duration,
     pub token_file: Option<PathBuf>,
     pub git_hosts: Vec<String>,
 }
@@ -147,6 +150,7 @@ impl Profile {
             ca_file,
             connect_timeout: timing.connect_timeout,
             timeout: timing.timeout,
+            retry_floor: timing.retry_floor,
             token_file,
             git_hosts: spec.git_hosts.clone(),
             spec,
@@ -467,6 +471,7 @@ struct Timing {
     default_lifetime: Duration,
     connect_timeout: Duration,
     timeout: Duration,
+    retry_floor: Duration,
 }
 
 fn timing(spec: &ProfileSpec) -> Result<Timing, KeyError> {
@@ -528,6 +533,13 @@ fn timing(spec: &ProfileSpec) -> Result<Timing, KeyError> {
             600,
         )?,
         timeout: secs("timeout", spec.timeout, DEFAULT_TIMEOUT, 1, 600)?,
+        retry_floor: secs(
+            "retry_floor",
+            spec.retry_floor,
+            DEFAULT_RETRY_FLOOR,
+            1,
+            3600,
+        )?,
     })
 }
 

@@ -30,6 +30,12 @@ use crate::protocol::{
 };
 use crate::secret::Secret;
 
+/// How long a caller without a usable token waits for one when it names no
+/// bound: then it gets a token or `issuer_unavailable`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(crate::protocol::DEFAULT_WAIT);
+/// The longest wait a caller may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(crate::protocol::MAX_WAIT);
+
 /// The `min_ttl` `whoami` asks for: enough for one API call.
 const WHOAMI_MIN_TTL: Duration = Duration::from_secs(30);
 
@@ -170,20 +176,33 @@ impl Engine {
         })
     }
 
-    /// A token for `profile` (the default when `None`) with at least `min_ttl` left.
+    /// A token for `profile` (the default when `None`) with at least `min_ttl`
+    /// left, waiting at most [`DEFAULT_WAIT`] for one.
     pub async fn token(
         &self,
         profile: Option<&str>,
         min_ttl: Duration,
     ) -> Result<TokenReply, EngineError> {
+        self.token_within(profile, min_ttl, DEFAULT_WAIT).await
+    }
+
+    /// [`Engine::token`], waiting at most `wait` (capped at [`MAX_WAIT`]) when
+    /// no cached token will do; with zero it answers at once.
+    pub async fn token_within(
+        &self,
+        profile: Option<&str>,
+        min_ttl: Duration,
+        wait: Duration,
+    ) -> Result<TokenReply, EngineError> {
         let min = min_ttl.as_secs_f64();
+        let wait = wait.min(MAX_WAIT);
         // a replaced profile's waiters move to the new entry; a few tries suffice
         for _ in 0..4 {
             let entry = self.lookup(profile)?;
             if let Some(reply) = entry.cached(self.ctx.clock.now(), min) {
                 return Ok(reply);
             }
-            match entry.wait_token(&self.ctx, min, wait_bound(&entry)).await {
+            match entry.wait_token(&self.ctx, min, wait).await {
                 Ok(r) => return Ok(r),
                 Err(WaitError::Failed(e)) => return Err(e),
                 Err(WaitError::Gone) => continue,
@@ -192,11 +211,24 @@ impl Engine {
         Err(self.gone(profile))
     }
 
-    /// Obtains a new token now, even if the cached one is fresh.
+    /// Obtains a new token now, even if the cached one is fresh, waiting for
+    /// the attempt at most the request timeout and a little.
     pub async fn refresh(&self, profile: Option<&str>) -> Result<TokenReply, EngineError> {
+        self.refresh_within(profile, None).await
+    }
+
+    /// [`Engine::refresh`], waiting at most `wait` (capped at [`MAX_WAIT`]).
+    pub async fn refresh_within(
+        &self,
+        profile: Option<&str>,
+        wait: Option<Duration>,
+    ) -> Result<TokenReply, EngineError> {
         for _ in 0..4 {
             let entry = self.lookup(profile)?;
-            match entry.force_refresh(&self.ctx, wait_bound(&entry)).await {
+            let wait = wait
+                .unwrap_or(entry.profile.timeout + Duration::from_secs(2))
+                .min(MAX_WAIT);
+            match entry.force_refresh(&self.ctx, wait).await {
                 Ok(r) => return Ok(r),
                 Err(WaitError::Failed(e)) => return Err(e),
                 Err(WaitError::Gone) => continue,
@@ -443,11 +475,6 @@ impl Engine {
             let _ = t.await;
         }
     }
-}
-
-/// How long a caller waits for the issuer: one request's timeout and a little.
-fn wait_bound(entry: &Entry) -> Duration {
-    entry.profile.timeout + Duration::from_secs(5)
 }
 
 /// The profile used when a request names none: the configured default, else

@@ -23,6 +23,8 @@ use crate::secret::Secret;
 struct Cached {
     token: Secret,
     expires_at: i64,
+    /// When the request that brought it was sent.
+    obtained_at: f64,
 }
 
 /// The last failed attempt.
@@ -45,8 +47,15 @@ struct State {
     /// The last attempt's failure; `None` after a success.
     failure: Option<Failure>,
     failures_in_row: u32,
-    /// Not before this time (backoff, or the slow retry after a permanent failure).
+    /// The background retry's next attempt (backoff, or the slow retry after
+    /// a permanent failure); waiting callers may come sooner (`retry_floor`).
     next_attempt: Option<f64>,
+    /// When the last attempt started.
+    last_attempt: Option<f64>,
+    /// When the current run of failures began.
+    failing_since: Option<f64>,
+    /// The issuer's `Retry-After` runs out at this time: no attempt before it.
+    retry_after_until: Option<f64>,
     /// When the background refresh is due.
     next_refresh: Option<f64>,
     last_refresh: Option<f64>,
@@ -145,109 +154,82 @@ impl Entry {
     }
 
     /// Waits for a token with `min_ttl` left, asking the refresher for one.
-    /// Bounded by `wait`; never returns an expired token.
+    /// Bounded by `wait` (0: answer at once); never returns an expired token.
     pub(super) async fn wait_token(
         &self,
         ctx: &Ctx,
         min_ttl: f64,
         wait: Duration,
     ) -> Result<TokenReply, WaitError> {
-        let deadline = tokio::time::Instant::now() + wait;
         let wall_deadline = ctx.clock.now() + wait.as_secs_f64();
         let name = &self.profile.name;
+        let floor = self.profile.retry_floor.as_secs_f64();
         let mut seen: Option<u64> = None;
-        loop {
-            let mut notified = pin!(self.changed.notified());
-            // register before looking, so a notification in between is not missed
-            notified.as_mut().enable();
+        let check = |st: &mut State, now: f64| {
+            if let Some(c) = st
+                .token
+                .as_ref()
+                .filter(|c| usable(c.expires_at, now, min_ttl))
             {
-                let now = ctx.clock.now();
-                let mut st = self.lock();
-                if st.removed {
-                    return Err(WaitError::Gone);
-                }
-                if let Some(c) = st
-                    .token
-                    .as_ref()
-                    .filter(|c| usable(c.expires_at, now, min_ttl))
-                {
-                    let reply = self.reply(c);
-                    st.served += 1;
-                    st.last_used = Some(now);
-                    return Ok(reply);
-                }
+                let reply = self.reply(c);
+                st.served += 1;
                 st.last_used = Some(now);
-                st.idle = false;
-                let seen = *seen.get_or_insert(st.attempts);
-                let attempted = st.attempts > seen;
-                match (&st.failure, attempted) {
-                    (None, true) => {
-                        // a token came after we asked and still is not enough
-                        let lifetime = st
-                            .token
-                            .as_ref()
-                            .map(|c| c.expires_at as f64 - now)
-                            .unwrap_or(0.0);
-                        return Err(WaitError::Failed(err(
-                            ErrorCode::BadRequest,
-                            format!(
-                                "profile \"{name}\": the issuer's tokens last about {lifetime:.0} s, \
-                                 less than the min_ttl of {min_ttl:.0} s asked for; ask for less"
-                            ),
-                        )));
-                    }
-                    (Some(f), _) if f.class == ErrorClass::Permanent => {
-                        // no new request for a waiter: a rejected secret stays rejected
-                        if attempted || st.next_attempt.is_some_and(|t| t > now) {
-                            return Err(WaitError::Failed(rejected(name, f)));
-                        }
-                    }
-                    (Some(f), _) => {
-                        if let Some(t) = st.next_attempt.filter(|&t| t > wall_deadline) {
-                            return Err(WaitError::Failed(unavailable(name, f, t - now)));
-                        }
-                    }
-                    (None, false) => {}
+                return Some(Ok(reply));
+            }
+            st.last_used = Some(now);
+            st.idle = false;
+            let seen = *seen.get_or_insert(st.attempts);
+            let attempted = st.attempts > seen;
+            // a fresh token has shown the issuer's lifetime is too short for this
+            // min_ttl: say so at once instead of asking the issuer on every call
+            if st.failure.is_none()
+                && let Some(c) = &st.token
+                && (attempted || c.expires_at as f64 - c.obtained_at < min_ttl)
+            {
+                let lifetime = c.expires_at as f64 - c.obtained_at;
+                return Some(Err(err(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "profile \"{name}\": the issuer's tokens last about {lifetime:.0} s, \
+                         less than the min_ttl of {min_ttl:.0} s asked for; ask for less"
+                    ),
+                )));
+            }
+            if let Some(f) = &st.failure {
+                let permanent = f.class == ErrorClass::Permanent;
+                // no new request for a waiter: a rejected secret stays rejected
+                if permanent && (attempted || st.next_attempt.is_some_and(|t| t > now)) {
+                    return Some(Err(rejected(name, f)));
                 }
-                if !st.inflight {
-                    st.demand = true;
-                    self.wake.notify_one();
+                if !permanent && !st.inflight {
+                    let next =
+                        schedule::demand_attempt_at(st.last_attempt, floor, st.retry_after_until);
+                    if next > wall_deadline {
+                        return Some(Err(unavailable(name, f, st, now, next)));
+                    }
                 }
             }
-            tokio::select! {
-                _ = &mut notified => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    let st = self.lock();
-                    let now = ctx.clock.now();
-                    let why = match &st.failure {
-                        Some(f) => format!("the last attempt failed: {}", f.message),
-                        None => "no answer from the issuer yet".to_string(),
-                    };
-                    let next = match st.next_attempt {
-                        Some(t) if t > now => format!("; next attempt in {:.0} s", t - now),
-                        _ if st.inflight => "; a request is still in flight".to_string(),
-                        _ => String::new(),
-                    };
-                    return Err(WaitError::Failed(err(
-                        ErrorCode::IssuerUnavailable,
-                        format!(
-                            "profile \"{name}\": no token with {min_ttl:.0} s left after waiting {} s; {why}{next}",
-                            wait.as_secs()
-                        ),
-                    )));
-                }
+            if !st.inflight {
+                st.demand = true;
+                self.wake.notify_one();
             }
-        }
+            if wait.is_zero() {
+                return Some(Err(not_in_time(name, min_ttl, wait, st, now)));
+            }
+            None
+        };
+        let timeout = |st: &State, now: f64| not_in_time(name, min_ttl, wait, st, now);
+        self.wait_for(ctx, wait, check, timeout).await
     }
 
     /// An explicit refresh: asks the issuer now (ignoring backoff and a
-    /// permanent failure) and waits for that attempt's outcome.
+    /// permanent failure, but not the issuer's `Retry-After`) and waits for
+    /// that attempt's outcome.
     pub(super) async fn force_refresh(
         &self,
         ctx: &Ctx,
         wait: Duration,
     ) -> Result<TokenReply, WaitError> {
-        let deadline = tokio::time::Instant::now() + wait;
         let name = &self.profile.name;
         let target = {
             let mut st = self.lock();
@@ -261,8 +243,49 @@ impl Entry {
             // an attempt in flight was started before this call: wait for the next
             st.attempts + if st.inflight { 2 } else { 1 }
         };
+        let check = |st: &mut State, now: f64| {
+            if st.attempts < target {
+                return None;
+            }
+            if let Some(f) = &st.failure {
+                return Some(Err(match f.class {
+                    ErrorClass::Permanent => rejected(name, f),
+                    ErrorClass::Transient => {
+                        let next = st.next_attempt.unwrap_or(now);
+                        unavailable(name, f, st, now, next)
+                    }
+                }));
+            }
+            let c = st.token.as_ref().filter(|c| c.expires_at as f64 > now)?;
+            let reply = self.reply(c);
+            st.served += 1;
+            Some(Ok(reply))
+        };
+        let timeout = |_: &State, _: f64| {
+            err(
+                ErrorCode::IssuerUnavailable,
+                format!(
+                    "profile \"{name}\": the refresh did not finish within {} s",
+                    wait.as_secs()
+                ),
+            )
+        };
+        self.wait_for(ctx, wait, check, timeout).await
+    }
+
+    /// The one wait loop: runs `check` on the state now and after every
+    /// attempt until it gives an answer, or `timeout`'s error once `wait` is up.
+    async fn wait_for(
+        &self,
+        ctx: &Ctx,
+        wait: Duration,
+        mut check: impl FnMut(&mut State, f64) -> Option<Result<TokenReply, EngineError>>,
+        timeout: impl FnOnce(&State, f64) -> EngineError,
+    ) -> Result<TokenReply, WaitError> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let mut notified = pin!(self.changed.notified());
+            // register before looking, so a notification in between is not missed
             notified.as_mut().enable();
             {
                 let now = ctx.clock.now();
@@ -270,29 +293,15 @@ impl Entry {
                 if st.removed {
                     return Err(WaitError::Gone);
                 }
-                if st.attempts >= target {
-                    if let Some(f) = &st.failure {
-                        return Err(WaitError::Failed(match f.class {
-                            ErrorClass::Permanent => rejected(name, f),
-                            ErrorClass::Transient => {
-                                unavailable(name, f, st.next_attempt.map_or(0.0, |t| t - now))
-                            }
-                        }));
-                    }
-                    if let Some(c) = st.token.as_ref().filter(|c| c.expires_at as f64 > now) {
-                        let reply = self.reply(c);
-                        st.served += 1;
-                        return Ok(reply);
-                    }
+                if let Some(answer) = check(&mut st, now) {
+                    return answer.map_err(WaitError::Failed);
                 }
             }
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    return Err(WaitError::Failed(err(
-                        ErrorCode::IssuerUnavailable,
-                        format!("profile \"{name}\": the refresh did not finish within {} s", wait.as_secs()),
-                    )));
+                    let st = self.lock();
+                    return Err(WaitError::Failed(timeout(&st, ctx.clock.now())));
                 }
             }
         }
@@ -365,13 +374,45 @@ fn rejected(name: &str, f: &Failure) -> EngineError {
     )
 }
 
-fn unavailable(name: &str, f: &Failure, next_in: f64) -> EngineError {
+/// `issuer_unavailable`: the last failure, since when, and when the next attempt is.
+fn unavailable(name: &str, f: &Failure, st: &State, now: f64, next: f64) -> EngineError {
+    let since = st.failing_since.map_or(0.0, |t| now - t).max(0.0);
     err(
         ErrorCode::IssuerUnavailable,
         format!(
-            "profile \"{name}\": issuer unavailable: {}; next attempt in {:.0} s",
+            "profile \"{name}\": issuer unavailable for {since:.0} s: {}; next attempt in {:.0} s",
             f.message,
-            next_in.max(0.0)
+            (next - now).max(0.0)
+        ),
+    )
+}
+
+/// `issuer_unavailable` for a caller whose wait ran out: why, and what comes next.
+fn not_in_time(name: &str, min_ttl: f64, wait: Duration, st: &State, now: f64) -> EngineError {
+    let why = match &st.failure {
+        Some(f) => {
+            let since = st.failing_since.map_or(0.0, |t| now - t).max(0.0);
+            format!("failing for {since:.0} s, last: {}", f.message)
+        }
+        None if st.inflight => "the first request to the issuer is still running".to_string(),
+        None => "no answer from the issuer yet".to_string(),
+    };
+    let next = if st.inflight {
+        let running = st.last_attempt.map_or(0.0, |t| now - t).max(0.0);
+        format!("; a request has been in flight for {running:.0} s")
+    } else if st.demand {
+        "; an attempt starts now".to_string()
+    } else {
+        match st.next_attempt {
+            Some(t) if t > now => format!("; next attempt in {:.0} s", t - now),
+            _ => "; next attempt now".to_string(),
+        }
+    };
+    err(
+        ErrorCode::IssuerUnavailable,
+        format!(
+            "profile \"{name}\": no token with {min_ttl:.0} s left within the {:.0} s wait; {why}{next}",
+            wait.as_secs_f64()
         ),
     )
 }
@@ -407,6 +448,23 @@ fn decide(entry: &Entry, st: &mut State, now: f64) -> Action {
         return Action::Sleep(st.next_refresh);
     }
     if let Some(t) = st.next_attempt.filter(|&t| now < t) {
+        // backing off; a waiting caller may cut it short, once per retry_floor
+        // (never past the issuer's Retry-After, never after a permanent refusal)
+        let permanent = st
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.class == ErrorClass::Permanent);
+        if st.demand && !permanent {
+            let at = schedule::demand_attempt_at(
+                st.last_attempt,
+                s.retry_floor.as_secs_f64(),
+                st.retry_after_until,
+            );
+            if now >= at {
+                return Action::Fetch;
+            }
+            return Action::Sleep(Some(at.min(t)));
+        }
         return Action::Sleep(Some(t));
     }
     Action::Fetch
@@ -422,6 +480,7 @@ pub(super) async fn refresher(entry: Arc<Entry>, ctx: Arc<Ctx>) {
             let mut st = entry.lock();
             let a = decide(&entry, &mut st, now);
             if let Action::Fetch = a {
+                st.last_attempt = Some(now);
                 st.inflight = true;
                 st.demand = false;
                 st.force = false;
@@ -480,6 +539,7 @@ fn apply(entry: &Entry, ctx: &Ctx, result: Result<Token, TokenError>) -> bool {
             st.token = Some(Cached {
                 token: t.access_token,
                 expires_at: t.expires_at,
+                obtained_at: t.obtained_at,
             });
             st.next_refresh = Some(due);
             st.last_refresh = Some(now);
@@ -487,6 +547,8 @@ fn apply(entry: &Entry, ctx: &Ctx, result: Result<Token, TokenError>) -> bool {
             st.failure = None;
             st.failures_in_row = 0;
             st.next_attempt = None;
+            st.failing_since = None;
+            st.retry_after_until = None;
         }
         Err(e) => {
             st.failed += 1;
@@ -498,6 +560,9 @@ fn apply(entry: &Entry, ctx: &Ctx, result: Result<Token, TokenError>) -> bool {
                 ErrorClass::Permanent => schedule::PERMANENT_RETRY,
             };
             st.next_attempt = Some(now + wait);
+            let started = st.last_attempt.unwrap_or(now);
+            st.failing_since.get_or_insert(started);
+            st.retry_after_until = e.retry_after.map(|r| now + r.as_secs_f64());
             tracing::warn!(
                 profile = %name,
                 class = ?e.class,

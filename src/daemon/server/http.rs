@@ -82,32 +82,40 @@ async fn route(shared: &Shared, method: &str, target: &str) -> (u16, Vec<u8>) {
         "/v1/token" => {
             let mut profile = None;
             let mut min_ttl = None;
+            let mut wait = None;
             for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+                let secs = |name: &str| {
+                    v.parse::<u64>().map_err(|_| {
+                        error(
+                            400,
+                            ErrorCode::BadRequest,
+                            &format!("{name} must be a number of seconds"),
+                        )
+                    })
+                };
                 match &*k {
-                    "profile" => profile = Some(v.into_owned()),
-                    "min_ttl" => match v.parse::<u64>() {
+                    "profile" => profile = Some(v.clone().into_owned()),
+                    "min_ttl" => match secs("min_ttl") {
                         Ok(n) => min_ttl = Some(n),
-                        Err(_) => {
-                            return error(
-                                400,
-                                ErrorCode::BadRequest,
-                                "min_ttl must be a number of seconds",
-                            );
-                        }
+                        Err(e) => return e,
+                    },
+                    "wait" => match secs("wait") {
+                        Ok(n) => wait = Some(n),
+                        Err(e) => return e,
                     },
                     other => {
                         return error(
                             400,
                             ErrorCode::BadRequest,
                             &format!(
-                                "unknown query parameter `{}`; use profile and min_ttl",
+                                "unknown query parameter `{}`; use profile, min_ttl and wait",
                                 other.escape_debug()
                             ),
                         );
                     }
                 }
             }
-            reply::<TokenReply>(ops::token(shared, profile.as_deref(), min_ttl).await)
+            reply::<TokenReply>(ops::token(shared, profile.as_deref(), min_ttl, wait).await)
         }
         "/v1/status" => reply::<StatusReply>(ops::status(shared, None)),
         _ => error(
