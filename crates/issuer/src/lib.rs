@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use secrecy::SecretString as Secret;
 use state::{Shared, TOKEN_PATH, lock};
-pub use store::{generate_client_id, generate_client_secret};
+pub use store::{MAX_JTIS_PER_CLIENT, generate_client_id, generate_client_secret};
 
 /// E-mail of the built-in user that owns pre-seeded clients when no user is configured.
 /// It cannot log in with the password grant.
@@ -276,6 +276,7 @@ impl IssuerBuilder {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             base_url: format!("http://{addr}"),
+            audiences: audiences(addr),
             lifetime: self.lifetime,
             test_controls: self.test_controls,
             key: SetOnce::new(),
@@ -303,6 +304,15 @@ impl IssuerBuilder {
             task: Some(task),
         })
     }
+}
+
+/// The token endpoint's URLs on the bound loopback address: by address and
+/// as `localhost` (what a client configured with either name signs as `aud`).
+fn audiences(addr: SocketAddr) -> Vec<String> {
+    vec![
+        format!("http://{addr}{TOKEN_PATH}"),
+        format!("http://localhost:{}{TOKEN_PATH}", addr.port()),
+    ]
 }
 
 /// Path of the token endpoint, relative to the base URL.

@@ -241,11 +241,10 @@ async fn grant_token(
             if let client_auth::Presented::Secret { client_id, .. } = &presented {
                 log.client_id = Some(client_id.clone());
             }
-            let audiences = audiences(s, headers);
             let authenticated = client_auth::authenticate(
                 &mut lock(&s.store),
                 presented,
-                &audiences,
+                &s.audiences,
                 token::now(),
             )?;
             log.client_id = Some(authenticated.client_id);
@@ -267,18 +266,6 @@ async fn grant_token(
     body.insert("expires_at".into(), claims.exp.into());
     body.insert("expires_in".into(), s.lifetime.into());
     Ok(Issued { body, method })
-}
-
-/// The token endpoint URLs an assertion may name as `aud`: the issuer's own,
-/// and the one the client reached it by (e.g. `localhost` instead of `127.0.0.1`).
-fn audiences(s: &Shared, headers: &HeaderMap) -> Vec<String> {
-    let own = s.token_url();
-    let by_host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|host| format!("http://{host}{TOKEN_PATH}"))
-        .filter(|url| *url != own);
-    std::iter::once(own).chain(by_host).collect()
 }
 
 /// Sends a token answer, altered by a body fault if one applies.

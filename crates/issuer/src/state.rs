@@ -17,6 +17,9 @@ pub(crate) const TOKEN_PATH: &str = "/api/v1/auth/jwt/token";
 pub(crate) struct Shared {
     /// e.g. `http://127.0.0.1:41234`; also the `iss` of access tokens.
     pub base_url: String,
+    /// The token endpoint URLs a client assertion may name as `aud`, from
+    /// the bound address alone (never from a request's `Host`).
+    pub audiences: Vec<String>,
     /// Lifetime of access tokens, in seconds (at least 1).
     pub lifetime: u64,
     /// Whether `/_test/*` is served.
