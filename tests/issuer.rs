@@ -564,6 +564,7 @@ async fn wrong_secrets_and_revoked_clients_are_refused_by_every_method() {
     let secret = created["client_secret"].as_str().expect("secret");
     let r = c
         .post(format!("{}/_test/revoke", issuer.base_url()))
+        .bearer_auth(issuer.test_key().expect("test key"))
         .json(&json!({"client_id": id}))
         .send()
         .await
@@ -579,6 +580,7 @@ async fn wrong_secrets_and_revoked_clients_are_refused_by_every_method() {
     refused(r, 401, "invalid_client", &[secret]).await;
     let r = c
         .post(format!("{}/_test/revoke", issuer.base_url()))
+        .bearer_auth(issuer.test_key().expect("test key"))
         .json(&json!({"client_id": "no-such-client"}))
         .send()
         .await
@@ -974,8 +976,28 @@ async fn test_controls_over_http() {
     let issuer = start(builder().test_controls(true)).await;
     let c = http();
     let base = issuer.base_url();
+    let key = issuer.test_key().expect("a test key");
+    // without the key every control is refused, and nothing happens
+    for (method, path) in [
+        (reqwest::Method::GET, "counters"),
+        (reqwest::Method::POST, "faults"),
+        (reqwest::Method::DELETE, "faults"),
+        (reqwest::Method::POST, "revoke"),
+        (reqwest::Method::POST, "reset"),
+    ] {
+        let r = c
+            .request(method.clone(), format!("{base}/_test/{path}"))
+            .json(&json!({"fault": {"kind": "hang"}, "count": 5, "client_id": CLIENT_ID}))
+            .send()
+            .await
+            .expect("control");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert!(r.headers().contains_key("www-authenticate"));
+    }
+    assert_eq!(issuer.clear_faults(), 0);
     let r = c
         .post(format!("{base}/_test/faults"))
+        .bearer_auth(&key)
         .json(&json!({"fault": {"kind": "status", "status": 503, "retry_after": 2}, "count": 2}))
         .send()
         .await
@@ -983,6 +1005,7 @@ async fn test_controls_over_http() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = c
         .post(format!("{base}/_test/faults"))
+        .bearer_auth(&key)
         .json(&json!({"fault": {"kind": "missing_field", "field": "expires_in"}}))
         .send()
         .await
@@ -1007,6 +1030,7 @@ async fn test_controls_over_http() {
 
     let counters: Counters = c
         .get(format!("{base}/_test/counters"))
+        .bearer_auth(&key)
         .send()
         .await
         .expect("counters")
@@ -1021,6 +1045,7 @@ async fn test_controls_over_http() {
     issuer.inject(Fault::Reset, 4);
     let r = c
         .delete(format!("{base}/_test/faults"))
+        .bearer_auth(&key)
         .send()
         .await
         .expect("clear faults");
@@ -1044,6 +1069,7 @@ async fn test_controls_over_http() {
     ] {
         let r = c
             .post(format!("{base}/_test/faults"))
+            .bearer_auth(&key)
             .json(&bad)
             .send()
             .await
@@ -1053,6 +1079,7 @@ async fn test_controls_over_http() {
 
     let r = c
         .post(format!("{base}/_test/reset"))
+        .bearer_auth(&key)
         .send()
         .await
         .expect("reset");
@@ -1063,6 +1090,7 @@ async fn test_controls_over_http() {
 #[tokio::test]
 async fn test_controls_are_absent_unless_turned_on() {
     let issuer = start(builder()).await;
+    assert_eq!(issuer.test_key(), None);
     let c = http();
     let base = issuer.base_url();
     let r = c

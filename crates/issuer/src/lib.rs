@@ -151,6 +151,17 @@ impl Issuer {
         self.addr
     }
 
+    /// The key the HTTP test controls require (`Authorization: Bearer KEY`
+    /// or `X-CE-Test-Key: KEY`), when they are served; `ce-authd issuer`
+    /// prints it in its ready line as `test_key`.
+    pub fn test_key(&self) -> Option<String> {
+        use secrecy::ExposeSecret as _;
+        self.shared
+            .test_key
+            .as_ref()
+            .map(|k| k.expose_secret().to_owned())
+    }
+
     /// The counters so far. Counting is always on; the builder's test-controls
     /// switch only decides whether `/_test/` is served over HTTP.
     pub fn counters(&self) -> Counters {
@@ -240,7 +251,8 @@ impl IssuerBuilder {
         self
     }
 
-    /// Turns on the test controls over HTTP, under `/_test/`.
+    /// Turns on the test controls over HTTP, under `/_test/`, behind a
+    /// random key ([`Issuer::test_key`]).
     pub fn test_controls(mut self, on: bool) -> Self {
         self.test_controls = on;
         self
@@ -278,7 +290,11 @@ impl IssuerBuilder {
             base_url: format!("http://{addr}"),
             audiences: audiences(addr),
             lifetime: self.lifetime,
-            test_controls: self.test_controls,
+            test_key: if self.test_controls {
+                Some(faults::new_test_key()?)
+            } else {
+                None
+            },
             key: SetOnce::new(),
             store: Mutex::new(store),
             controls: Mutex::default(),

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use secrecy::SecretString;
 use tokio::sync::SetOnce;
 
 use super::errors::OAuthError;
@@ -22,8 +23,9 @@ pub(crate) struct Shared {
     pub audiences: Vec<String>,
     /// Lifetime of access tokens, in seconds (at least 1).
     pub lifetime: u64,
-    /// Whether `/_test/*` is served.
-    pub test_controls: bool,
+    /// The key every `/_test/*` request must carry; `None` when the test
+    /// controls are not served at all.
+    pub test_key: Option<SecretString>,
     /// Filled once by the background key generation.
     pub key: SetOnce<Result<Arc<SigningKey>, KeyError>>,
     pub store: Mutex<Store>,
