@@ -71,15 +71,19 @@ first_line() {
     echo "bench.sh: no start-up line in $1" >&2; cat "$1" >&2; return 1
 }
 
-# start_issuer NAME LIFETIME -> sets ISSUER_URL (token URL) and ISSUER_BASE
+# start_issuer NAME LIFETIME -> sets ISSUER_URL (token URL), ISSUER_BASE and
+# ISSUER_KEY_HEADER (a 0600 file with the test controls' key, for `curl -H @FILE`,
+# so neither the client secret nor the key is ever on a command line)
 start_issuer() {
-    "$BIN/ce-authd" issuer --client "bench-client:$SECRET" --token-lifetime "$2" \
-        --test-controls >"$WORK/$1.out" 2>"$WORK/$1.err" &
+    "$BIN/ce-authd" issuer --clients-file - --token-lifetime "$2" \
+        --test-controls <<<"bench-client:$SECRET" >"$WORK/$1.out" 2>"$WORK/$1.err" &
     PIDS+=($!)
     local line
     line=$(first_line "$WORK/$1.out")
     ISSUER_URL=$(jq -r .token_url <<<"$line")
     ISSUER_BASE=$(jq -r .base_url <<<"$line")
+    ISSUER_KEY_HEADER=$WORK/$1.key-header
+    (umask 077 && jq -r '"X-CE-Test-Key: " + .test_key' <<<"$line" >"$ISSUER_KEY_HEADER")
 }
 
 # start_daemon NAME CONFIG -> sets DAEMON_PID, SOCK
@@ -175,15 +179,15 @@ sleep 0.5
 # ---- 4 and 5. issuer load and freshness ----------------------------------------
 log "issuer load (${ISSUER_SECS} s per run, ${SHORT_LIFETIME} s tokens)"
 start_issuer issuer-b "$SHORT_LIFETIME"
-B_BASE=$ISSUER_BASE
+B_BASE=$ISSUER_BASE B_KEY_HEADER=$ISSUER_KEY_HEADER
 { echo 'default_profile = "short"'; profile short "$ISSUER_URL" "refresh_margin = $SHORT_MARGIN"; } >"$WORK/b.toml"
 start_daemon b "$WORK/b.toml"
 "$BIN/ce-auth" --socket "$SOCK" token --min-ttl "$MIN_TTL" >/dev/null
 for n in 1 100 1000; do
-    before=$(curl -sf "$B_BASE/_test/counters" | jq .token_requests)
+    before=$(curl -sf -H @"$B_KEY_HEADER" "$B_BASE/_test/counters" | jq .token_requests)
     run=$("$BENCH" load --socket "$SOCK" --conns "$n" --threads "$GEN_THREADS" --warmup 0 \
         --duration "$ISSUER_SECS" --min-ttl "$MIN_TTL" --check-fresh --label "$n clients")
-    after=$(curl -sf "$B_BASE/_test/counters" | jq .token_requests)
+    after=$(curl -sf -H @"$B_KEY_HEADER" "$B_BASE/_test/counters" | jq .token_requests)
     jq -c --argjson r "$((after - before))" --argjson t "$ISSUER_SECS" \
         --argjson lo "$(( (SHORT_LIFETIME + 1) / 2 ))" \
         '. + {kind:"issuer", issuer_requests:$r, bound:(($t / $lo) | ceil)}' <<<"$run" | record

@@ -1,17 +1,24 @@
 //! Secret values (client secrets, passwords, access tokens): redacted when
 //! printed, zeroed on drop, kept in memory locked against swap where allowed.
 //!
-//! Each secret's bytes live in their own anonymous memory mapping, so they are
-//! page-aligned and never share a page with another secret: unlocking one
-//! secret's pages (munlock is per page) can never unlock another's. Clones
-//! share the same locked buffer through an `Arc`, which keeps handing a token
-//! to many callers cheap (no new mapping, no system call).
+//! The bytes live in [`arena`], a slab of locked pages shared by all small
+//! secrets (each in a slot of its own, zeroed when freed), so the locked
+//! memory grows with the bytes held, not with the number of secrets. Clones
+//! share one buffer through an `Arc`, which keeps handing a token to many
+//! callers cheap (no allocation, no system call). The platform's part is in
+//! [`pages`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+mod arena;
+mod pages;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroize;
+
+use self::arena::{Arena, Block};
+use self::pages::OsPages;
 
 /// A secret string. `Debug` and `Display` print `[redacted]`.
 pub struct Secret {
@@ -45,58 +52,63 @@ impl Secret {
         self.inner.len == 0
     }
 
-    /// Whether this secret's bytes are locked against swap.
+    /// Whether this secret's bytes are locked against swap (an empty secret
+    /// has none, and says false).
     pub fn is_locked(&self) -> bool {
-        self.inner.locked
+        self.inner.block.as_ref().is_some_and(Block::locked)
     }
 }
 
-const LOCK_UNKNOWN: u8 = 0;
-const LOCK_OK: u8 = 1;
-const LOCK_FAILED: u8 = 2;
+/// The process's one arena.
+static ARENA: LazyLock<Mutex<Arena<OsPages>>> = LazyLock::new(|| Mutex::new(Arena::new(OsPages)));
 
-/// `LOCK_OK` once a lock succeeded, `LOCK_FAILED` (sticky) after any failure.
-static LOCK_STATE: AtomicU8 = AtomicU8::new(LOCK_UNKNOWN);
+/// The arena, carrying on after a panic elsewhere: its bookkeeping changes
+/// contain no panicking calls of their own once a block is handed out.
+fn arena() -> MutexGuard<'static, Arena<OsPages>> {
+    ARENA.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Whether secret memory is locked against swap in this process.
 ///
-/// True when every secret so far could be locked. Before the first secret is
-/// made, a probe page is locked (and released) to find out.
+/// True when every live secret is in locked memory. With no secret alive it
+/// says whether memory can be locked at all (a page is tried if none is
+/// held). It turns false as soon as one secret could not be locked (the
+/// memlock limit is reached, or the platform cannot lock), and true again
+/// once every such secret has been dropped: unlocked pages are given back
+/// when their last secret goes, and new secrets prefer locked slots.
 pub fn memory_locked() -> bool {
-    if LOCK_STATE.load(Ordering::Acquire) == LOCK_UNKNOWN {
-        drop(LockedBuf::copy_from(b"probe"));
-    }
-    LOCK_STATE.load(Ordering::Acquire) == LOCK_OK
+    let (locked, failure) = {
+        let mut a = arena();
+        (a.memory_locked(), a.take_failure())
+    };
+    warn_once(failure);
+    locked
 }
 
-fn record_lock(ok: bool, err: impl FnOnce() -> String) {
-    if ok {
-        let _ =
-            LOCK_STATE.compare_exchange(LOCK_UNKNOWN, LOCK_OK, Ordering::AcqRel, Ordering::Acquire);
-    } else if LOCK_STATE.swap(LOCK_FAILED, Ordering::AcqRel) != LOCK_FAILED {
-        // warn once: a low RLIMIT_MEMLOCK would otherwise log on every token
+/// Logs the first failure to lock, once per process: a low RLIMIT_MEMLOCK
+/// would otherwise log on every token.
+fn warn_once(failure: Option<String>) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if let Some(err) = failure
+        && !WARNED.swap(true, Ordering::AcqRel)
+    {
         tracing::warn!(
-            "cannot lock secret memory against swap ({}); secrets may reach swap. \
-             Raise the memlock limit (ulimit -l, LimitMEMLOCK=) to fix this",
-            err()
+            "cannot lock secret memory against swap ({err}); secrets may reach swap and \
+             status reports memory_locked false while any unlocked secret is alive. \
+             Raise the memlock limit (ulimit -l, LimitMEMLOCK=) to fix this"
         );
     }
 }
 
-/// A secret's bytes in a private mapping of their own.
+/// A secret's bytes in a block of the arena (none for an empty secret).
 struct LockedBuf {
-    ptr: *mut u8,
+    block: Option<Block>,
     len: usize,
-    /// Size of the mapping (0 when nothing was mapped).
-    map_len: usize,
-    locked: bool,
-    /// Fallback storage when mapping is unavailable (non-Unix, or mmap failed).
-    heap: Vec<u8>,
 }
 
-// SAFETY: the buffer is owned exclusively by this value, only read after
-// construction, and freed once in `drop`; sharing read-only bytes across
-// threads is sound.
+// SAFETY: the block is owned exclusively by this value, only read after
+// construction, and given back once in `drop`; sharing read-only bytes
+// across threads is sound.
 unsafe impl Send for LockedBuf {}
 // SAFETY: as above; no interior mutability.
 unsafe impl Sync for LockedBuf {}
@@ -104,87 +116,38 @@ unsafe impl Sync for LockedBuf {}
 impl LockedBuf {
     fn copy_from(bytes: &[u8]) -> LockedBuf {
         if bytes.is_empty() {
-            return LockedBuf::heap(Vec::new());
-        }
-        #[cfg(unix)]
-        {
-            use rustix::mm::{MapFlags, ProtFlags, mlock, mmap_anonymous};
-            // SAFETY: a fresh private anonymous mapping touches no existing memory.
-            let mapped = unsafe {
-                mmap_anonymous(
-                    std::ptr::null_mut(),
-                    bytes.len(),
-                    ProtFlags::READ | ProtFlags::WRITE,
-                    MapFlags::PRIVATE,
-                )
+            return LockedBuf {
+                block: None,
+                len: 0,
             };
-            if let Ok(p) = mapped {
-                let ptr = p.cast::<u8>();
-                // SAFETY: the mapping is at least `bytes.len()` long and not aliased.
-                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
-                // SAFETY: locks exactly the mapping made above.
-                let lock = unsafe { mlock(p, bytes.len()) };
-                record_lock(lock.is_ok(), || {
-                    lock.err().map(|e| e.to_string()).unwrap_or_default()
-                });
-                #[cfg(any(target_os = "linux", target_os = "android"))]
-                {
-                    // keep secrets out of core dumps; failure only loses that extra
-                    // SAFETY: advises on the mapping made above.
-                    let _ = unsafe {
-                        rustix::mm::madvise(p, bytes.len(), rustix::mm::Advice::LinuxDontDump)
-                    };
-                }
-                return LockedBuf {
-                    ptr,
-                    len: bytes.len(),
-                    map_len: bytes.len(),
-                    locked: lock.is_ok(),
-                    heap: Vec::new(),
-                };
-            }
-            record_lock(false, || "cannot map memory".to_string());
         }
-        #[cfg(not(unix))]
-        record_lock(false, || "not supported on this platform".to_string());
-        LockedBuf::heap(bytes.to_vec())
-    }
-
-    fn heap(heap: Vec<u8>) -> LockedBuf {
+        let (block, failure) = {
+            let mut a = arena();
+            (a.alloc(bytes.len()), a.take_failure())
+        };
+        warn_once(failure);
+        // SAFETY: the block is ours, at least `bytes.len()` long and not aliased.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), block.ptr().as_ptr(), bytes.len()) };
         LockedBuf {
-            ptr: std::ptr::null_mut(),
-            len: heap.len(),
-            map_len: 0,
-            locked: false,
-            heap,
+            block: Some(block),
+            len: bytes.len(),
         }
     }
 
     fn as_bytes(&self) -> &[u8] {
-        if self.map_len == 0 {
-            &self.heap
-        } else {
-            // SAFETY: `ptr` points to `len` initialised bytes that live until drop.
-            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        match &self.block {
+            // SAFETY: the block holds `len` initialised bytes that live until drop.
+            Some(b) => unsafe { std::slice::from_raw_parts(b.ptr().as_ptr(), self.len) },
+            None => &[],
         }
     }
 }
 
 impl Drop for LockedBuf {
     fn drop(&mut self) {
-        self.heap.zeroize();
-        if self.map_len == 0 {
-            return;
-        }
-        // SAFETY: the mapping is ours, `len` bytes long, and no reference to it
-        // outlives `self`.
-        let bytes = unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) };
-        bytes.zeroize();
-        #[cfg(unix)]
-        {
-            // unmapping also unlocks; the pages belong to this secret alone
-            // SAFETY: unmaps exactly the mapping made in `copy_from`, once.
-            let _ = unsafe { rustix::mm::munmap(self.ptr.cast(), self.map_len) };
+        if let Some(block) = self.block.take() {
+            // the arena zeroes the whole block before reusing or unmapping it
+            arena().free(block);
         }
     }
 }
@@ -283,23 +246,22 @@ mod tests {
     }
 
     #[test]
-    fn locking_status_is_consistent() {
-        // many secrets alive at once, each on its own pages
-        let many: Vec<Secret> = (0..32)
-            .map(|i| Secret::new(format!("secret-{i}")))
+    fn many_secrets_share_locked_pages() {
+        // many secrets alive at once, each in its own slot
+        let many: Vec<Secret> = (0..2000)
+            .map(|i| Secret::new(format!("secret-{i:04}-{}", "x".repeat(30))))
             .collect();
-        for (i, s) in many.iter().enumerate() {
-            assert_eq!(s.expose(), format!("secret-{i}"));
+        for (i, s) in many.iter().enumerate().step_by(97) {
+            assert!(s.expose().starts_with(&format!("secret-{i:04}-")));
         }
         let all_locked = many.iter().all(Secret::is_locked);
         if all_locked {
             // dropping half must not disturb the rest
-            let rest: Vec<Secret> = many.into_iter().skip(16).collect();
+            let rest: Vec<Secret> = many.into_iter().skip(1000).collect();
             assert!(rest.iter().all(|s| s.is_locked()));
-            assert_eq!(rest[0].expose(), "secret-16");
-        }
-        // memory_locked is false as soon as any lock failed
-        if !all_locked {
+            assert_eq!(rest[0].expose(), format!("secret-1000-{}", "x".repeat(30)));
+        } else {
+            // memory_locked is false while any unlocked secret is alive
             assert!(!memory_locked());
         }
     }

@@ -494,11 +494,13 @@ async fn reload_keeps_unchanged_restarts_changed_and_stops_removed() {
             ..spec()
         },
     );
-    let r = engine.reload(config(vec![
-        profile("a", spec()),
-        changed_b,
-        profile("c", spec()),
-    ]));
+    let r = engine
+        .reload(config(vec![
+            profile("a", spec()),
+            changed_b,
+            profile("c", spec()),
+        ]))
+        .unwrap();
     assert_eq!(r.unchanged, ["a", "rt"]);
     assert_eq!(r.changed, ["b"]);
     assert_eq!(r.added, ["c"]);
@@ -509,7 +511,7 @@ async fn reload_keeps_unchanged_restarts_changed_and_stops_removed() {
         "unchanged keeps its token"
     );
     assert_eq!(engine.status(Some("b")).unwrap()[0].state, "empty");
-    let r = engine.reload(config(vec![profile("c", spec())]));
+    let r = engine.reload(config(vec![profile("c", spec())])).unwrap();
     assert_eq!(r.removed.len(), 2);
     assert_eq!(
         engine.token(Some("a"), MIN).await.unwrap_err().code,
@@ -538,7 +540,7 @@ async fn a_slow_refresh_cannot_write_back_after_reload() {
             ..spec()
         },
     );
-    let r = engine.reload(config(vec![changed]));
+    let r = engine.reload(config(vec![changed])).unwrap();
     assert_eq!(r.changed, ["p"]);
     // the old request's result is dropped; the waiter moves to the new profile
     let t = waiter.await.unwrap().unwrap();

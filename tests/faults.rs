@@ -399,10 +399,12 @@ async fn permanent_refusals_keep_the_valid_token_and_stop_asking() {
             "invalid_client",
             |iss| assert!(iss.revoke_client(CLIENT_ID)),
             async |iss, engine| {
-                let r = engine.reload(config(
-                    spec(&iss.token_url(), CLIENT2_ID, TIMEOUT),
-                    CLIENT2_SECRET,
-                ));
+                let r = engine
+                    .reload(config(
+                        spec(&iss.token_url(), CLIENT2_ID, TIMEOUT),
+                        CLIENT2_SECRET,
+                    ))
+                    .expect("reload");
                 assert_eq!(r.changed, [PROFILE]);
                 let t = engine
                     .token(None, Duration::from_secs(1))

@@ -564,6 +564,7 @@ async fn wrong_secrets_and_revoked_clients_are_refused_by_every_method() {
     let secret = created["client_secret"].as_str().expect("secret");
     let r = c
         .post(format!("{}/_test/revoke", issuer.base_url()))
+        .bearer_auth(issuer.test_key().expect("test key"))
         .json(&json!({"client_id": id}))
         .send()
         .await
@@ -579,6 +580,7 @@ async fn wrong_secrets_and_revoked_clients_are_refused_by_every_method() {
     refused(r, 401, "invalid_client", &[secret]).await;
     let r = c
         .post(format!("{}/_test/revoke", issuer.base_url()))
+        .bearer_auth(issuer.test_key().expect("test key"))
         .json(&json!({"client_id": "no-such-client"}))
         .send()
         .await
@@ -647,7 +649,7 @@ async fn client_assertions_are_checked_claim_by_claim() {
             .is_some_and(|d| d.contains("jti"))
     );
 
-    // the endpoint URL by the host name the client used is accepted as aud
+    // the endpoint's URL as localhost (the bound loopback address by name) is accepted as aud
     let port = issuer.local_addr().port();
     let mut a = fresh();
     a.aud = json!(format!("http://localhost:{port}/api/v1/auth/jwt/token"));
@@ -974,8 +976,28 @@ async fn test_controls_over_http() {
     let issuer = start(builder().test_controls(true)).await;
     let c = http();
     let base = issuer.base_url();
+    let key = issuer.test_key().expect("a test key");
+    // without the key every control is refused, and nothing happens
+    for (method, path) in [
+        (reqwest::Method::GET, "counters"),
+        (reqwest::Method::POST, "faults"),
+        (reqwest::Method::DELETE, "faults"),
+        (reqwest::Method::POST, "revoke"),
+        (reqwest::Method::POST, "reset"),
+    ] {
+        let r = c
+            .request(method.clone(), format!("{base}/_test/{path}"))
+            .json(&json!({"fault": {"kind": "hang"}, "count": 5, "client_id": CLIENT_ID}))
+            .send()
+            .await
+            .expect("control");
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert!(r.headers().contains_key("www-authenticate"));
+    }
+    assert_eq!(issuer.clear_faults(), 0);
     let r = c
         .post(format!("{base}/_test/faults"))
+        .bearer_auth(&key)
         .json(&json!({"fault": {"kind": "status", "status": 503, "retry_after": 2}, "count": 2}))
         .send()
         .await
@@ -983,6 +1005,7 @@ async fn test_controls_over_http() {
     assert_eq!(r.status(), StatusCode::OK);
     let r = c
         .post(format!("{base}/_test/faults"))
+        .bearer_auth(&key)
         .json(&json!({"fault": {"kind": "missing_field", "field": "expires_in"}}))
         .send()
         .await
@@ -1007,6 +1030,7 @@ async fn test_controls_over_http() {
 
     let counters: Counters = c
         .get(format!("{base}/_test/counters"))
+        .bearer_auth(&key)
         .send()
         .await
         .expect("counters")
@@ -1021,6 +1045,7 @@ async fn test_controls_over_http() {
     issuer.inject(Fault::Reset, 4);
     let r = c
         .delete(format!("{base}/_test/faults"))
+        .bearer_auth(&key)
         .send()
         .await
         .expect("clear faults");
@@ -1044,6 +1069,7 @@ async fn test_controls_over_http() {
     ] {
         let r = c
             .post(format!("{base}/_test/faults"))
+            .bearer_auth(&key)
             .json(&bad)
             .send()
             .await
@@ -1053,6 +1079,7 @@ async fn test_controls_over_http() {
 
     let r = c
         .post(format!("{base}/_test/reset"))
+        .bearer_auth(&key)
         .send()
         .await
         .expect("reset");
@@ -1063,6 +1090,7 @@ async fn test_controls_over_http() {
 #[tokio::test]
 async fn test_controls_are_absent_unless_turned_on() {
     let issuer = start(builder()).await;
+    assert_eq!(issuer.test_key(), None);
     let c = http();
     let base = issuer.base_url();
     let r = c
@@ -1110,4 +1138,191 @@ async fn builder_refuses_duplicates_and_a_taken_port() {
         .await
         .expect_err("port taken");
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+}
+
+/// Signs `claims` as a client assertion with `secret`.
+fn sign_claims(claims: &Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign assertion")
+}
+
+#[tokio::test]
+async fn assertion_times_must_be_integers_and_the_lifetime_is_capped() {
+    let issuer = start(builder()).await;
+    let c = http();
+    let base = |jti: &str| {
+        json!({"iss": CLIENT_ID, "sub": CLIENT_ID, "aud": issuer.token_url(),
+               "exp": now() + 60, "iat": now(), "jti": jti})
+    };
+    let mut cases: Vec<(&str, Value, &str)> = Vec::new();
+    // a float exp far ahead once slipped past the lifetime cap and was
+    // remembered by the replay store as expired already
+    let mut a = base("float-exp-far");
+    a["exp"] = json!(1e12);
+    cases.push(("exp 1e12", a, "exp"));
+    let mut a = base("float-exp-near");
+    a["exp"] = json!(now() as f64 + 30.5);
+    cases.push(("fractional exp", a, "exp"));
+    let mut a = base("float-iat");
+    a["iat"] = json!(now() as f64 - 0.5);
+    cases.push(("fractional iat", a, "iat"));
+    let mut a = base("string-exp");
+    a["exp"] = json!((now() + 60).to_string());
+    cases.push(("string exp", a, "exp"));
+    let mut a = base("float-nbf");
+    a["nbf"] = json!(now() as f64 - 1.5);
+    cases.push(("fractional nbf", a, "nbf"));
+    let mut a = base("future-nbf");
+    a["nbf"] = json!(now() + 600);
+    cases.push(("future nbf", a, "nbf"));
+    // exp within an hour of now, but signed for longer than an hour
+    let mut a = base("long-lived");
+    a["iat"] = json!(now() - 3000);
+    a["exp"] = json!(now() + 3000);
+    cases.push(("lifetime over an hour", a, "lifetime"));
+    for (label, claims, hint) in cases {
+        let signed = sign_claims(&claims, CLIENT_SECRET);
+        let e = refused(
+            jwt_request(&c, &issuer, &signed).await,
+            401,
+            "invalid_client",
+            &[CLIENT_SECRET],
+        )
+        .await;
+        let description = e["body"]["error_description"].as_str().unwrap_or_default();
+        assert!(description.contains(hint), "{label}: {description}");
+    }
+    // integer times, an integer nbf and an hour's lifetime (authlib's) are fine
+    let mut a = base("an-hour");
+    a["exp"] = json!(now() + 3600);
+    a["nbf"] = json!(now());
+    let signed = sign_claims(&a, CLIENT_SECRET);
+    assert_eq!(
+        jwt_request(&c, &issuer, &signed).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(issuer.counters().tokens_issued, 1);
+}
+
+#[tokio::test]
+async fn aud_is_the_issuers_own_token_endpoint_whatever_the_host_header_says() {
+    let issuer = start(builder()).await;
+    let c = http();
+    let port = issuer.local_addr().port();
+    let send = |aud: Value, host: Option<String>| {
+        let mut a = Assertion::new(&issuer, CLIENT_ID, CLIENT_SECRET);
+        a.aud = aud;
+        let mut r = c.post(issuer.token_url());
+        if let Some(h) = host {
+            r = r.header("host", h);
+        }
+        r.form(&[
+            ("grant_type", "client_credentials".to_string()),
+            ("client_assertion_type", ASSERTION_TYPE.to_string()),
+            ("client_assertion", a.sign()),
+        ])
+        .send()
+    };
+    // an assertion made for another server, sent with that server's Host header
+    for host in ["evil.example", "evil.example:443", "127.0.0.2:1"] {
+        let aud = json!(format!("http://{host}/api/v1/auth/jwt/token"));
+        let r = send(aud.clone(), Some(host.to_string()))
+            .await
+            .expect("token request");
+        let e = refused(r, 401, "invalid_client", &[]).await;
+        assert!(
+            e["body"]["error_description"]
+                .as_str()
+                .is_some_and(|d| d.contains("aud") && d.contains(&issuer.token_url())),
+            "{host}: {e}"
+        );
+        let r = send(
+            json!([aud, "https://other.example/token"]),
+            Some(host.to_string()),
+        )
+        .await
+        .expect("token request");
+        refused(r, 401, "invalid_client", &[]).await;
+    }
+    // its own URL, by address or as localhost, whatever the Host header
+    for aud in [
+        issuer.token_url(),
+        format!("http://localhost:{port}/api/v1/auth/jwt/token"),
+    ] {
+        for host in [None, Some("evil.example".to_string())] {
+            let r = send(json!(aud), host.clone()).await.expect("token request");
+            assert_eq!(r.status(), StatusCode::OK, "{aud} with Host {host:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_client_filling_its_assertion_memory_locks_out_only_itself() {
+    const OTHER_ID: &str = "other-client";
+    const OTHER_SECRET: &str = "other-secret-9876543210";
+    let issuer = start(builder().client(OTHER_ID, OTHER_SECRET)).await;
+    let c = http();
+    let per_client = ce_auth_issuer::MAX_JTIS_PER_CLIENT;
+    // client A signs for the longest lifetime allowed, so nothing expires
+    let long = |id: &str, secret: &str, jti: String| {
+        sign_claims(
+            &json!({"iss": id, "sub": id, "aud": issuer.token_url(),
+                    "exp": now() + 3600, "iat": now(), "jti": jti}),
+            secret,
+        )
+    };
+    for i in 0..per_client {
+        let r = jwt_request(
+            &c,
+            &issuer,
+            &long(CLIENT_ID, CLIENT_SECRET, format!("a-{i}")),
+        )
+        .await;
+        assert_eq!(r.status(), StatusCode::OK, "assertion #{i}");
+    }
+    let e = refused(
+        jwt_request(
+            &c,
+            &issuer,
+            &long(CLIENT_ID, CLIENT_SECRET, "a-over".into()),
+        )
+        .await,
+        401,
+        "invalid_client",
+        &[],
+    )
+    .await;
+    assert!(
+        e["body"]["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("too many")),
+        "{e}"
+    );
+    // client B is not affected, and replays are still caught for both
+    let b = long(OTHER_ID, OTHER_SECRET, "b-1".into());
+    assert_eq!(jwt_request(&c, &issuer, &b).await.status(), StatusCode::OK);
+    refused(
+        jwt_request(&c, &issuer, &b).await,
+        401,
+        "invalid_client",
+        &[],
+    )
+    .await;
+    let replay = long(CLIENT_ID, CLIENT_SECRET, "a-0".into());
+    refused(
+        jwt_request(&c, &issuer, &replay).await,
+        401,
+        "invalid_client",
+        &[],
+    )
+    .await;
+    // A's other methods still work: only its assertions are held back
+    assert_eq!(
+        basic_cc(&c, &issuer).await.expect("answer").status(),
+        StatusCode::OK
+    );
 }

@@ -376,3 +376,85 @@ fn ce_auth_status_shows_the_daemons_hardening() {
     assert!(header.contains(memory), "{header}");
     assert!(d.stop().success());
 }
+
+/// Runs of 43 or more URL-safe base64 characters: the shape of the dev
+/// client secret and dev password (`generate_client_secret`), and of the
+/// parts of any JWT (token or client assertion).
+fn secret_shaped(text: &str) -> Vec<&str> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        .filter(|run| run.len() >= 43)
+        .collect()
+}
+
+#[test]
+fn dev_mode_keeps_its_generated_secrets_out_of_argv_logs_and_the_environment() {
+    let d = Authd::start(Spec {
+        args: vec!["--dev".into()],
+        log_level: Some("trace".into()),
+        env: vec![("CE_AUTH_MARKER".into(), "x".into())],
+        ..Spec::default()
+    });
+    let mut c = d.client();
+    // the dev profile works: its secret exists and signs client assertions
+    for _ in 0..2 {
+        let t = c.call(&json!({"op": "refresh"}));
+        assert_eq!(t["ok"], true, "{t}");
+        assert_eq!(t["profile"], "dev", "{t}");
+    }
+    // the command line is exactly what was run, and the environment what was set
+    let pid = d.pid();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(
+        args[1..],
+        [
+            "--foreground".to_string(),
+            "--socket".into(),
+            d.socket.display().to_string(),
+            "--log-level".into(),
+            "trace".into(),
+            "--dev".into()
+        ],
+        "{args:?}"
+    );
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let mut names: Vec<String> = environ
+        .split(|&b| b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split('=')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "CE_AUTH_MARKER",
+            "HOME",
+            "PATH",
+            "XDG_CONFIG_HOME",
+            "XDG_RUNTIME_DIR"
+        ],
+        "the daemon's environment grew"
+    );
+    let (st, stderr, stdout) = d.stop_with_output();
+    assert!(st.success(), "{st}\n{stderr}");
+    assert!(stderr.contains("TRACE"), "no trace output:\n{stderr}");
+    assert!(stdout.contains("--dev"), "the dev notes: {stdout}");
+    let found: Vec<&str> = secret_shaped(&stderr)
+        .into_iter()
+        .chain(secret_shaped(&stdout))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "secret-shaped text in the daemon's output: {found:?}"
+    );
+}

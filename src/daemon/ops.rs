@@ -214,8 +214,8 @@ pub async fn refresh(
 
 /// `reload` (and SIGHUP): re-reads the configuration file and applies it.
 ///
-/// A broken file leaves the running configuration untouched and is reported
-/// as `config_error` with the file's message.
+/// A broken file, or one that would go past the profile cap, leaves the
+/// running configuration untouched and is reported as `config_error`.
 pub fn reload(shared: &Shared) -> Result<ReloadReply, WireError> {
     let Some(path) = shared.config_path.as_deref() else {
         return Err(WireError::new(
@@ -224,9 +224,11 @@ pub fn reload(shared: &Shared) -> Result<ReloadReply, WireError> {
         ));
     };
     crate::daemon::systemd::notify_reloading();
-    let result = match Config::load(path) {
-        Ok(config) => {
-            let reply = shared.engine.reload(config);
+    let result = Config::load(path)
+        .map_err(|e| e.message)
+        .and_then(|config| shared.engine.reload(config).map_err(|e| e.message));
+    let result = match result {
+        Ok(reply) => {
             tracing::info!(
                 added = reply.added.len(),
                 removed = reply.removed.len(),
@@ -235,11 +237,11 @@ pub fn reload(shared: &Shared) -> Result<ReloadReply, WireError> {
             );
             Ok(reply)
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "reload failed; keeping the running configuration");
+        Err(message) => {
+            tracing::warn!(error = %message, "reload failed; keeping the running configuration");
             Err(WireError::new(
                 ErrorCode::ConfigError,
-                format!("{}; the running configuration is unchanged", e.message),
+                format!("{message}; the running configuration is unchanged"),
             ))
         }
     };

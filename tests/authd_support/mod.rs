@@ -47,6 +47,10 @@ pub struct Spec {
     pub log_level: Option<String>,
     /// Soft and hard `RLIMIT_NOFILE` for the daemon.
     pub nofile: Option<u64>,
+    /// Soft and hard `RLIMIT_MEMLOCK` for the daemon, in bytes. The daemon
+    /// also loses `CAP_IPC_LOCK` (which ignores the limit), so a test run as
+    /// root sees what a user sees.
+    pub memlock: Option<u64>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
     /// Extra arguments.
@@ -102,19 +106,29 @@ impl Authd {
             c.env(k, v);
         }
         c.args(&spec.args);
-        if let Some(n) = spec.nofile {
+        let (nofile, memlock) = (spec.nofile, spec.memlock);
+        if nofile.is_some() || memlock.is_some() {
+            use rustix::process::{Resource, Rlimit, setrlimit};
             use std::os::unix::process::CommandExt;
-            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            let limit = |n: u64| Rlimit {
+                current: Some(n),
+                maximum: Some(n),
+            };
+            // SAFETY: setrlimit and prctl are async-signal-safe and touch only the child.
             unsafe {
                 c.pre_exec(move || {
-                    rustix::process::setrlimit(
-                        rustix::process::Resource::Nofile,
-                        rustix::process::Rlimit {
-                            current: Some(n),
-                            maximum: Some(n),
-                        },
-                    )
-                    .map_err(std::io::Error::from)
+                    if let Some(n) = nofile {
+                        setrlimit(Resource::Nofile, limit(n)).map_err(std::io::Error::from)?;
+                    }
+                    if let Some(n) = memlock {
+                        setrlimit(Resource::Memlock, limit(n)).map_err(std::io::Error::from)?;
+                        // without CAP_SETPCAP (not root) this fails, and there
+                        // is no CAP_IPC_LOCK to drop either
+                        let _ = rustix::thread::remove_capability_from_bounding_set(
+                            rustix::thread::CapabilitySet::IPC_LOCK,
+                        );
+                    }
+                    Ok(())
                 });
             }
         }

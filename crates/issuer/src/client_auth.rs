@@ -15,8 +15,9 @@ use secrecy::{ExposeSecret, SecretString as Secret};
 /// The only `client_assertion_type` accepted.
 pub(crate) const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// Clock skew tolerated on assertion times, in seconds.
-const SKEW: u64 = 60;
+/// Clock skew tolerated on assertion times, in seconds. An assertion is
+/// accepted until `exp + SKEW`, so its `jti` is remembered that long.
+pub(crate) const SKEW: u64 = 60;
 
 /// Longest assertion lifetime accepted (authlib signs for an hour), in seconds.
 const MAX_ASSERTION_LIFETIME: u64 = 3600;
@@ -184,7 +185,8 @@ fn basic(value: Option<&axum::http::HeaderValue>) -> Result<(String, Secret), OA
 
 /// Checks presented credentials against the store.
 ///
-/// `audiences` are the token endpoint URLs an assertion may name in `aud`.
+/// `audiences` are the token endpoint URLs an assertion may name in `aud`:
+/// the issuer's own, never taken from the request.
 pub(crate) fn authenticate(
     store: &mut Store,
     presented: Presented,
@@ -291,18 +293,31 @@ fn assertion_client(
         })?
         .claims;
 
-    let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
+    // times are checked here on integers, the same values the replay store
+    // keeps: a float once passed the checks as 0 while the JWT library took it
+    let exp = numeric_date(&claims, "exp")?
+        .ok_or_else(|| m.refuse("client_assertion has no exp claim"))?;
+    let iat = numeric_date(&claims, "iat")?
+        .ok_or_else(|| m.refuse("client_assertion has no iat claim"))?;
+    let nbf = numeric_date(&claims, "nbf")?;
+    if exp.saturating_add(SKEW) < now {
+        return Err(m.refuse("client_assertion has expired"));
+    }
+    if iat > now + SKEW {
+        return Err(m.refuse("client_assertion's iat is in the future"));
+    }
+    if nbf.is_some_and(|nbf| nbf > now + SKEW) {
+        return Err(m.refuse("client_assertion is not valid yet (nbf)"));
+    }
     if exp > now + MAX_ASSERTION_LIFETIME + SKEW {
         return Err(m.refuse(format!(
             "client_assertion's exp is too far ahead (at most {MAX_ASSERTION_LIFETIME} s)"
         )));
     }
-    match claims.get("iat").and_then(|v| v.as_f64()) {
-        None => return Err(m.refuse("client_assertion has no numeric iat claim")),
-        Some(iat) if iat > (now + SKEW) as f64 => {
-            return Err(m.refuse("client_assertion's iat is in the future"));
-        }
-        Some(_) => {}
+    if exp < iat || exp - iat > MAX_ASSERTION_LIFETIME {
+        return Err(m.refuse(format!(
+            "client_assertion's lifetime (exp - iat) must be 0 to {MAX_ASSERTION_LIFETIME} s"
+        )));
     }
     let jti = claims
         .get("jti")
@@ -327,6 +342,19 @@ fn assertion_client(
         user_id,
         method: m,
     })
+}
+
+/// A NumericDate claim (RFC 7519 section 2), here a whole number of seconds:
+/// `None` when absent, refused when anything but a non-negative integer.
+fn numeric_date(claims: &serde_json::Value, name: &str) -> Result<Option<u64>, OAuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            Method::Jwt.refuse(format!(
+                "client_assertion's {name} must be a whole number of seconds since 1970 (an integer)"
+            ))
+        }),
+    }
 }
 
 #[cfg(test)]

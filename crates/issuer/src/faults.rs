@@ -8,6 +8,47 @@ use serde::{Deserialize, Serialize};
 
 use super::{Counters, Fault, TokenRequest};
 
+/// Random bytes in a test key: 256 bits, from the operating system's generator.
+const TEST_KEY_BYTES: usize = 32;
+
+/// A fresh key for the HTTP test controls: URL-safe base64 (43 characters).
+pub(crate) fn new_test_key() -> std::io::Result<secrecy::SecretString> {
+    use base64::Engine as _;
+    use rand::TryRngCore as _;
+    let mut bytes = zeroize::Zeroizing::new([0u8; TEST_KEY_BYTES]);
+    rand::rngs::OsRng
+        .try_fill_bytes(bytes.as_mut())
+        .map_err(std::io::Error::other)?;
+    Ok(secrecy::SecretString::from(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref()),
+    ))
+}
+
+/// Whether a `/_test/` request carries `key`, as `Authorization: Bearer KEY`
+/// or `X-CE-Test-Key: KEY`; `None` when it carries no key at all. Compared
+/// in constant time.
+pub(crate) fn presented_key_matches(
+    headers: &axum::http::HeaderMap,
+    key: &secrecy::SecretString,
+) -> Option<bool> {
+    use secrecy::ExposeSecret as _;
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, k)| k.trim());
+    let header = headers
+        .get(TEST_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let sent = header.or(bearer)?;
+    Some(super::store::secrets_equal(sent, key.expose_secret()))
+}
+
+/// The header that may carry the test key.
+pub(crate) const TEST_KEY_HEADER: &str = "x-ce-test-key";
+
 /// Token requests remembered by [`Controls::requests`]; older ones are
 /// forgotten, so a long-running `ce-authd issuer` does not grow without bound.
 pub(crate) const MAX_REQUEST_LOG: usize = 10_000;

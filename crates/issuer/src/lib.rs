@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 
 use secrecy::SecretString as Secret;
 use state::{Shared, TOKEN_PATH, lock};
-pub use store::{generate_client_id, generate_client_secret};
+pub use store::{MAX_JTIS_PER_CLIENT, generate_client_id, generate_client_secret};
 
 /// E-mail of the built-in user that owns pre-seeded clients when no user is configured.
 /// It cannot log in with the password grant.
@@ -151,6 +151,17 @@ impl Issuer {
         self.addr
     }
 
+    /// The key the HTTP test controls require (`Authorization: Bearer KEY`
+    /// or `X-CE-Test-Key: KEY`), when they are served; `ce-authd issuer`
+    /// prints it in its ready line as `test_key`.
+    pub fn test_key(&self) -> Option<String> {
+        use secrecy::ExposeSecret as _;
+        self.shared
+            .test_key
+            .as_ref()
+            .map(|k| k.expose_secret().to_owned())
+    }
+
     /// The counters so far. Counting is always on; the builder's test-controls
     /// switch only decides whether `/_test/` is served over HTTP.
     pub fn counters(&self) -> Counters {
@@ -240,7 +251,8 @@ impl IssuerBuilder {
         self
     }
 
-    /// Turns on the test controls over HTTP, under `/_test/`.
+    /// Turns on the test controls over HTTP, under `/_test/`, behind a
+    /// random key ([`Issuer::test_key`]).
     pub fn test_controls(mut self, on: bool) -> Self {
         self.test_controls = on;
         self
@@ -276,8 +288,13 @@ impl IssuerBuilder {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             base_url: format!("http://{addr}"),
+            audiences: audiences(addr),
             lifetime: self.lifetime,
-            test_controls: self.test_controls,
+            test_key: if self.test_controls {
+                Some(faults::new_test_key()?)
+            } else {
+                None
+            },
             key: SetOnce::new(),
             store: Mutex::new(store),
             controls: Mutex::default(),
@@ -303,6 +320,15 @@ impl IssuerBuilder {
             task: Some(task),
         })
     }
+}
+
+/// The token endpoint's URLs on the bound loopback address: by address and
+/// as `localhost` (what a client configured with either name signs as `aud`).
+fn audiences(addr: SocketAddr) -> Vec<String> {
+    vec![
+        format!("http://{addr}{TOKEN_PATH}"),
+        format!("http://localhost:{}{TOKEN_PATH}", addr.port()),
+    ]
 }
 
 /// Path of the token endpoint, relative to the base URL.

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::Fault;
 use super::client_auth;
 use super::errors::{OAuthError, unauthorized};
-use super::faults::FaultSpec;
+use super::faults::{self, FaultSpec};
 use super::form::Form;
 use super::serve::ConnControl;
 use super::state::{Shared, TOKEN_PATH, lock};
@@ -44,18 +44,59 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/users/me", get(users_me))
         .route("/api/v1/clients/", post(create_client))
         .route("/api/v1/clients", post(create_client));
-    if shared.test_controls {
-        router = router
+    if shared.test_key.is_some() {
+        let controls = Router::new()
             .route("/_test/counters", get(test_counters))
             .route("/_test/faults", post(test_faults).delete(test_clear_faults))
             .route("/_test/revoke", post(test_revoke))
-            .route("/_test/reset", post(test_reset));
+            .route("/_test/reset", post(test_reset))
+            .route_layer(middleware::from_fn_with_state(
+                shared.clone(),
+                require_test_key,
+            ));
+        router = router.merge(controls);
     }
     router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(log_request))
         .with_state(shared)
+}
+
+/// Lets a `/_test/` request through only with the test key: any local user
+/// can reach the port, and the controls can fault and revoke clients.
+async fn require_test_key(State(s): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    let how = "send the test_key of the issuer's ready line as `Authorization: Bearer KEY` or `X-CE-Test-Key: KEY`";
+    let verdict = s
+        .test_key
+        .as_ref()
+        .and_then(|key| faults::presented_key_matches(request.headers(), key));
+    match verdict {
+        Some(true) => next.run(request).await,
+        Some(false) => (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({
+                "error": "forbidden",
+                "error_description": format!("wrong test key for the test controls; {how}"),
+            })),
+        )
+            .into_response(),
+        None => {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({
+                    "error": "unauthorized",
+                    "error_description": format!("the test controls need a key; {how}"),
+                })),
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ce-authd issuer test controls\""),
+            );
+            response
+        }
+    }
 }
 
 async fn log_request(request: Request, next: Next) -> Response {
@@ -241,11 +282,10 @@ async fn grant_token(
             if let client_auth::Presented::Secret { client_id, .. } = &presented {
                 log.client_id = Some(client_id.clone());
             }
-            let audiences = audiences(s, headers);
             let authenticated = client_auth::authenticate(
                 &mut lock(&s.store),
                 presented,
-                &audiences,
+                &s.audiences,
                 token::now(),
             )?;
             log.client_id = Some(authenticated.client_id);
@@ -267,18 +307,6 @@ async fn grant_token(
     body.insert("expires_at".into(), claims.exp.into());
     body.insert("expires_in".into(), s.lifetime.into());
     Ok(Issued { body, method })
-}
-
-/// The token endpoint URLs an assertion may name as `aud`: the issuer's own,
-/// and the one the client reached it by (e.g. `localhost` instead of `127.0.0.1`).
-fn audiences(s: &Shared, headers: &HeaderMap) -> Vec<String> {
-    let own = s.token_url();
-    let by_host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(|host| format!("http://{host}{TOKEN_PATH}"))
-        .filter(|url| *url != own);
-    std::iter::once(own).chain(by_host).collect()
 }
 
 /// Sends a token answer, altered by a body fault if one applies.

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use secrecy::SecretString;
 use tokio::sync::SetOnce;
 
 use super::errors::OAuthError;
@@ -17,10 +18,14 @@ pub(crate) const TOKEN_PATH: &str = "/api/v1/auth/jwt/token";
 pub(crate) struct Shared {
     /// e.g. `http://127.0.0.1:41234`; also the `iss` of access tokens.
     pub base_url: String,
+    /// The token endpoint URLs a client assertion may name as `aud`, from
+    /// the bound address alone (never from a request's `Host`).
+    pub audiences: Vec<String>,
     /// Lifetime of access tokens, in seconds (at least 1).
     pub lifetime: u64,
-    /// Whether `/_test/*` is served.
-    pub test_controls: bool,
+    /// The key every `/_test/*` request must carry; `None` when the test
+    /// controls are not served at all.
+    pub test_key: Option<SecretString>,
     /// Filled once by the background key generation.
     pub key: SetOnce<Result<Arc<SigningKey>, KeyError>>,
     pub store: Mutex<Store>,

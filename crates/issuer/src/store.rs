@@ -5,11 +5,16 @@ use std::collections::HashMap;
 use base64::Engine as _;
 use uuid::Uuid;
 
+use super::client_auth::SKEW;
 use secrecy::{ExposeSecret, SecretString as Secret};
 
-/// At most this many `jti`s are remembered; beyond it new assertions are
-/// refused rather than forgetting unexpired ones (which would allow replay).
-pub(crate) const MAX_JTIS: usize = 10_000;
+/// At most this many `jti`s of unexpired assertions are remembered for one
+/// client; beyond it the client's new assertions are refused rather than
+/// forgetting unexpired ones (which would allow replay). Each client has its
+/// own, so one client filling it locks out only itself. With assertions of
+/// 60 s (ce-authd's) that is over 8 a second; with authlib's hour, one every
+/// 3.6 s.
+pub const MAX_JTIS_PER_CLIENT: usize = 1_000;
 
 /// Longest `jti` accepted, so the memory above stays bounded.
 pub(crate) const MAX_JTI_LEN: usize = 256;
@@ -41,8 +46,8 @@ pub(crate) enum JtiRefusal {
 pub(crate) struct Store {
     users: Vec<User>,
     clients: HashMap<String, Client>,
-    /// (client_id, jti) -> exp
-    jtis: HashMap<(String, String), u64>,
+    /// client_id -> jti -> when it may be forgotten (the assertion's exp plus the skew allowed)
+    jtis: HashMap<String, HashMap<String, u64>>,
 }
 
 /// Compares secrets in time independent of where they differ.
@@ -125,7 +130,9 @@ impl Store {
         ids
     }
 
-    /// Records a `jti` until `exp`; refuses one seen before.
+    /// Records a client's `jti` for as long as an assertion with this `exp`
+    /// is accepted; refuses one seen before, or one more than
+    /// [`MAX_JTIS_PER_CLIENT`] unexpired ones for this client.
     pub fn remember_jti(
         &mut self,
         client_id: &str,
@@ -133,18 +140,19 @@ impl Store {
         exp: u64,
         now: u64,
     ) -> Result<(), JtiRefusal> {
-        let key = (client_id.to_owned(), jti.to_owned());
-        if self.jtis.contains_key(&key) {
+        let seen = self.jtis.entry(client_id.to_owned()).or_default();
+        if seen.contains_key(jti) {
             return Err(JtiRefusal::Replayed);
         }
-        if self.jtis.len() >= MAX_JTIS {
-            // an expired assertion is refused on its exp anyway, so forgetting it is safe
-            self.jtis.retain(|_, e| *e >= now);
-            if self.jtis.len() >= MAX_JTIS {
+        if seen.len() >= MAX_JTIS_PER_CLIENT {
+            // an assertion past exp + SKEW is refused on its exp anyway, so
+            // forgetting it cannot allow a replay
+            seen.retain(|_, forget_at| *forget_at >= now);
+            if seen.len() >= MAX_JTIS_PER_CLIENT {
                 return Err(JtiRefusal::Full);
             }
         }
-        self.jtis.insert(key, exp);
+        seen.insert(jti.to_owned(), exp.saturating_add(SKEW));
         Ok(())
     }
 }
@@ -158,6 +166,13 @@ pub fn generate_client_id() -> String {
 pub fn generate_client_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+#[cfg(test)]
+impl Store {
+    fn jti_count(&self, client_id: &str) -> usize {
+        self.jtis.get(client_id).map_or(0, HashMap::len)
+    }
 }
 
 #[cfg(test)]
@@ -199,13 +214,54 @@ mod tests {
         );
         // the same jti from another client is another assertion
         assert_eq!(store.remember_jti("d", "a", 100, 50), Ok(()));
-        for i in 0..MAX_JTIS - 2 {
+        for i in 0..MAX_JTIS_PER_CLIENT - 1 {
             assert_eq!(store.remember_jti("c", &i.to_string(), 100, 50), Ok(()));
         }
         assert_eq!(store.remember_jti("c", "x", 100, 50), Err(JtiRefusal::Full));
         // once the remembered ones have expired there is room again
         assert_eq!(store.remember_jti("c", "x", 300, 200), Ok(()));
-        assert_eq!(store.jtis.len(), 1);
+        assert_eq!(store.jti_count("c"), 1);
+        assert_eq!(store.jti_count("d"), 1);
+    }
+
+    #[test]
+    fn one_client_filling_its_jti_memory_leaves_the_others_room() {
+        let mut store = Store::default();
+        for i in 0..MAX_JTIS_PER_CLIENT {
+            assert_eq!(store.remember_jti("a", &i.to_string(), 4000, 50), Ok(()));
+        }
+        assert_eq!(
+            store.remember_jti("a", "x", 4000, 50),
+            Err(JtiRefusal::Full)
+        );
+        assert_eq!(store.remember_jti("b", "x", 4000, 50), Ok(()));
+        assert_eq!(
+            store.remember_jti("b", "x", 4000, 50),
+            Err(JtiRefusal::Replayed)
+        );
+    }
+
+    #[test]
+    fn jtis_are_remembered_as_long_as_their_assertion_is_accepted() {
+        let mut store = Store::default();
+        for i in 0..MAX_JTIS_PER_CLIENT {
+            assert_eq!(store.remember_jti("c", &i.to_string(), 100, 50), Ok(()));
+        }
+        // past exp but within the clock skew allowed, the assertions still
+        // verify, so forgetting their jtis would allow a replay
+        let now = 100 + SKEW / 2;
+        assert_eq!(
+            store.remember_jti("c", "new", 200, now),
+            Err(JtiRefusal::Full)
+        );
+        assert_eq!(
+            store.remember_jti("c", "0", 100, now),
+            Err(JtiRefusal::Replayed)
+        );
+        // once they can no longer verify they are forgotten
+        let later = 100 + SKEW + 1;
+        assert_eq!(store.remember_jti("c", "new", 200, later), Ok(()));
+        assert_eq!(store.jti_count("c"), 1);
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub const MAX_WAIT: Duration = Duration::from_secs(crate::protocol::MAX_WAIT);
 /// The `min_ttl` `whoami` asks for: enough for one API call.
 const WHOAMI_MIN_TTL: Duration = Duration::from_secs(30);
 
+/// Most profiles one daemon holds, from the file and `add` together.
+///
+/// Each profile keeps a secret (a 64-byte slot for a typical client secret)
+/// and a token (a 1 KiB slot for a ~700-byte JWT) in locked memory, plus a
+/// refresher task. 1,000 profiles need about 1.1 MiB locked (about 280
+/// pages), an eighth of the common 8 MiB RLIMIT_MEMLOCK, which leaves room
+/// for tokens up to a few KiB and for the copies a refresh holds briefly. It
+/// is also far more than any one user's set of API clients.
+pub const MAX_PROFILES: usize = 1_000;
+
 /// An engine error with a stable wire code and an actionable message.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -138,7 +148,11 @@ impl Engine {
             shut: AtomicBool::new(false),
             admin: Mutex::new(()),
         });
-        engine.reload(config);
+        // the daemon checks the cap before it builds an engine (lifecycle);
+        // an embedder passing more gets an engine without profiles
+        if let Err(e) = engine.reload(config) {
+            tracing::error!("{e}");
+        }
         engine
     }
 
@@ -281,6 +295,16 @@ impl Engine {
         let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
         let mut p = self.write();
         let name = profile.name.clone();
+        if !p.map.contains_key(&name) && p.map.len() >= MAX_PROFILES {
+            return Err(too_many_profiles(
+                format!(
+                    "cannot add profile \"{}\": the daemon already holds {} profiles",
+                    name.escape_debug(),
+                    p.map.len()
+                ),
+                "remove one first with `ce-auth remove PROFILE`",
+            ));
+        }
         if let Some(old) = p.map.get(&name) {
             if !replace {
                 return Err(EngineError {
@@ -326,13 +350,36 @@ impl Engine {
     ///
     /// Profiles whose settings or secret changed start afresh; profiles the
     /// file no longer has stop, except those added at runtime with `add`.
-    pub fn reload(&self, config: Config) -> ReloadReply {
+    /// A configuration that would take the daemon past [`MAX_PROFILES`] is
+    /// refused whole (`config_error`), leaving the running one untouched.
+    pub fn reload(&self, config: Config) -> Result<ReloadReply, EngineError> {
         let mut reply = ReloadReply::default();
         if self.shut.load(Ordering::Acquire) {
-            return reply;
+            return Ok(reply);
         }
         let _admin = self.admin.lock().unwrap_or_else(PoisonError::into_inner);
         let mut p = self.write();
+        let kept = p
+            .map
+            .iter()
+            .filter(|(n, e)| {
+                !e.from_config.load(Ordering::Acquire) && !config.profiles.contains_key(*n)
+            })
+            .count();
+        if config.profiles.len() + kept > MAX_PROFILES {
+            return Err(too_many_profiles(
+                format!(
+                    "the configuration has {} profiles{}",
+                    config.profiles.len(),
+                    if kept > 0 {
+                        format!(" and {kept} more were added at runtime")
+                    } else {
+                        String::new()
+                    }
+                ),
+                "remove some from the file or with `ce-auth remove PROFILE`",
+            ));
+        }
         let gone: Vec<String> = p
             .map
             .iter()
@@ -372,7 +419,7 @@ impl Engine {
             None => p.default.take().filter(|d| p.map.contains_key(d)),
         };
         reply.unchanged.sort();
-        reply
+        Ok(reply)
     }
 
     /// Starts a profile's entry and refresher, stopping any previous one.
@@ -494,6 +541,14 @@ fn known(p: &Profiles) -> String {
         let mut names: Vec<&str> = p.map.keys().map(String::as_str).collect();
         names.sort_unstable();
         format!("; known profiles: {}", names.join(", "))
+    }
+}
+
+/// The `config_error` for going past [`MAX_PROFILES`]: `what` says how, `fix` what to do.
+pub fn too_many_profiles(what: String, fix: &str) -> EngineError {
+    EngineError {
+        code: ErrorCode::ConfigError,
+        message: format!("{what}; at most {MAX_PROFILES} profiles are allowed ({fix})"),
     }
 }
 

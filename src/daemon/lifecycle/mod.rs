@@ -23,7 +23,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::config::{AuthMethod, Config, ConfigError, Grant, Profile, ProfileSpec};
-use crate::daemon::engine::Engine;
+use crate::daemon::engine::{Engine, MAX_PROFILES, too_many_profiles};
 use crate::daemon::ops::Shared;
 use crate::daemon::server;
 use crate::daemon::server::listener::{self as ipc, BindError, Listener};
@@ -366,6 +366,16 @@ impl Daemon {
             config.default_profile = Some(DEV_PROFILE.to_string());
             notes = dev_notes(&socket, &iss);
             issuer = Some(iss);
+        }
+        if config.profiles.len() > MAX_PROFILES {
+            let file = config_path
+                .as_deref()
+                .unwrap_or(Path::new("the configuration"));
+            let e = too_many_profiles(
+                format!("{} has {} profiles", file.display(), config.profiles.len()),
+                "remove some from the file",
+            );
+            return Err(LifecycleError::Config(ConfigError { message: e.message }));
         }
 
         let (listener, owns_socket) = match ipc::from_systemd() {
