@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod exit;
 pub mod framing;
 mod paths;
+mod private_dir;
 pub mod protocol;
 pub mod secret;
 pub mod spec;

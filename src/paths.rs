@@ -1,5 +1,5 @@
-//! Every configuration and runtime path in one place, and the creation of
-//! private (0700) directories.
+//! Every configuration and runtime path in one place (the socket's
+//! directory itself is opened and checked by `private_dir`).
 //!
 //! Each resolver has a pure `*_from` form that takes the environment as a
 //! lookup function, so the resolution order is testable without touching the
@@ -10,31 +10,143 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The socket path: `--socket`, else `$CE_AUTH_SOCK`, else
-/// `$XDG_RUNTIME_DIR/ce-auth/agent.sock`, else `${TMPDIR:-/tmp}/ce-auth-<uid>/agent.sock`.
-pub(crate) fn socket_path(cli: Option<PathBuf>) -> PathBuf {
-    socket_path_from(cli, &|k| std::env::var_os(k), current_uid())
+/// `$XDG_RUNTIME_DIR/ce-auth/agent.sock`, else a per-user place no other user
+/// can pre-create or redirect (see [`socket_path_from`]).
+pub(crate) fn socket_path(cli: Option<PathBuf>) -> Result<PathBuf, NoSocketPath> {
+    socket_path_from(cli, &Host::this())
 }
 
-/// [`socket_path`] with the environment and uid passed in.
+/// Neither the environment nor the system gives the socket a safe place.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no place for the socket: XDG_RUNTIME_DIR is unset, /run/user/{uid} does not exist \
+     and there is no home directory; set CE_AUTH_SOCK (or XDG_RUNTIME_DIR) to a path in \
+     a directory of yours"
+)]
+pub(crate) struct NoSocketPath {
+    uid: u32,
+}
+
+/// What the fallback socket location depends on, passed in so the choice is
+/// testable without touching the process environment.
+pub(crate) struct Host<'a> {
+    pub env: &'a dyn Fn(&str) -> Option<OsString>,
+    pub uid: u32,
+    /// Whether `/run/user/<uid>` is (by lstat) a real directory owned by `uid`.
+    pub run_user: &'a dyn Fn(u32) -> bool,
+    /// The home directory from the password database (for when `$HOME` is unset).
+    pub passwd_home: &'a dyn Fn() -> Option<PathBuf>,
+    pub hostname: &'a dyn Fn() -> String,
+}
+
+impl Host<'static> {
+    /// This process's environment and system.
+    fn this() -> Host<'static> {
+        Host {
+            env: &|k| std::env::var_os(k),
+            uid: current_uid(),
+            run_user: &run_user_dir_is_ours,
+            passwd_home: &std::env::home_dir,
+            hostname: &hostname,
+        }
+    }
+}
+
+/// [`socket_path`] with its inputs passed in. The order:
+///
+/// 1. `cli`, then `$CE_AUTH_SOCK`;
+/// 2. `$XDG_RUNTIME_DIR/ce-auth/agent.sock` (an absolute value only);
+/// 3. on Linux, `/run/user/<uid>/ce-auth/agent.sock` when `/run/user/<uid>` is
+///    a real directory owned by the uid: logind's runtime directory, whose
+///    parent only root can write, so no other user can pre-create it; and
+///    cron jobs, `su` and ssh sessions find the same socket as the user's
+///    systemd service;
+/// 4. `<home>/.cache/ce-auth/<hostname>/agent.sock` (home: `$HOME`, else the
+///    password database): in the user's own home, and per host, because a
+///    home shared over NFS would otherwise let one host's daemon reclaim
+///    another host's socket.
+///
+/// The shared `/tmp` is never used: another user could create the directory
+/// first (or a symlink in its place) and serve a fake daemon in it.
 pub(crate) fn socket_path_from(
     cli: Option<PathBuf>,
-    env: &dyn Fn(&str) -> Option<OsString>,
-    uid: u32,
-) -> PathBuf {
+    host: &Host<'_>,
+) -> Result<PathBuf, NoSocketPath> {
     if let Some(p) = cli {
-        return p;
+        return Ok(p);
     }
+    let env = host.env;
     if let Some(p) = non_empty(env("CE_AUTH_SOCK")) {
-        return PathBuf::from(p);
+        return Ok(PathBuf::from(p));
     }
     // the XDG base directory spec says relative values are invalid and must be ignored
     if let Some(dir) = absolute(env("XDG_RUNTIME_DIR")) {
-        return dir.join("ce-auth").join("agent.sock");
+        return Ok(dir.join("ce-auth").join("agent.sock"));
     }
-    let tmp = non_empty(env("TMPDIR"))
-        .map(PathBuf::from)
-        .unwrap_or_else(default_tmp);
-    tmp.join(format!("ce-auth-{uid}")).join("agent.sock")
+    if cfg!(target_os = "linux") && (host.run_user)(host.uid) {
+        return Ok(PathBuf::from(format!(
+            "/run/user/{}/ce-auth/agent.sock",
+            host.uid
+        )));
+    }
+    let home = absolute(env("HOME"))
+        .or_else(|| (host.passwd_home)().filter(|p| p.is_absolute()))
+        .ok_or(NoSocketPath { uid: host.uid })?;
+    Ok(home
+        .join(".cache")
+        .join("ce-auth")
+        .join(host_dir_name(&(host.hostname)()))
+        .join("agent.sock"))
+}
+
+/// A host name as a directory name: characters outside `[A-Za-z0-9._-]` as
+/// `_`, at most 64 of them, never empty or a dot name.
+fn host_dir_name(host: &str) -> String {
+    let mut name: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if name.is_empty() || name.chars().all(|c| c == '.') {
+        name = "localhost".into();
+    }
+    name
+}
+
+/// Whether `/run/user/<uid>` is (not following a symlink) a directory owned by `uid`.
+fn run_user_dir_is_ours(uid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(format!("/run/user/{uid}"))
+            .is_ok_and(|m| m.file_type().is_dir() && m.uid() == uid)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = uid;
+        false
+    }
+}
+
+/// This machine's host name (uname's nodename).
+fn hostname() -> String {
+    #[cfg(unix)]
+    {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    }
+    #[cfg(not(unix))]
+    {
+        std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".into())
+    }
 }
 
 /// The `interprocess` name of the socket at `path`: the path itself on Unix;
@@ -94,73 +206,6 @@ pub(crate) fn config_path_from(
     base.join("ce-auth").join("config.toml")
 }
 
-/// The pidfile, beside the socket: `<socket dir>/ce-authd.pid`.
-#[cfg(feature = "daemon")]
-pub(crate) fn pidfile_path(socket: &Path) -> PathBuf {
-    socket.with_file_name("ce-authd.pid")
-}
-
-/// Creates `dir` (and missing parents) if needed and checks that it is private:
-/// owned by the current user, with no group or other permission bits.
-///
-/// An existing directory that fails the check is left alone and reported with
-/// the command that fixes it, since silently changing a directory we did not
-/// create could hide an attack (e.g. a pre-created directory in `/tmp`).
-#[cfg(feature = "daemon")]
-pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create directory {}: {e}", dir.display()),
-                )
-            })?;
-        let meta = std::fs::metadata(dir)?;
-        if !meta.is_dir() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a directory", dir.display()),
-            ));
-        }
-        let uid = current_uid();
-        if meta.uid() != uid {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "directory {} belongs to uid {}, not to you (uid {uid}); \
-                     remove it or choose another socket path with --socket",
-                    dir.display(),
-                    meta.uid()
-                ),
-            ));
-        }
-        let mode = meta.mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                format!(
-                    "directory {} has mode {mode:04o} and is open to other users; \
-                     run `chmod 700 {}`",
-                    dir.display(),
-                    dir.display()
-                ),
-            ));
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        // directories under the user profile are private by their inherited ACL
-        std::fs::create_dir_all(dir)
-    }
-}
-
 /// The effective uid of this process (0 on systems without uids).
 pub(crate) fn current_uid() -> u32 {
     #[cfg(unix)]
@@ -170,17 +215,6 @@ pub(crate) fn current_uid() -> u32 {
     #[cfg(not(unix))]
     {
         0
-    }
-}
-
-fn default_tmp() -> PathBuf {
-    #[cfg(unix)]
-    {
-        PathBuf::from("/tmp")
-    }
-    #[cfg(not(unix))]
-    {
-        std::env::temp_dir()
     }
 }
 
@@ -205,34 +239,60 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
+    fn host<'a>(
+        env: &'a dyn Fn(&str) -> Option<OsString>,
+        run_user: &'a dyn Fn(u32) -> bool,
+        home: &'a dyn Fn() -> Option<PathBuf>,
+    ) -> Host<'a> {
+        Host {
+            env,
+            uid: 1000,
+            run_user,
+            passwd_home: home,
+            hostname: &|| "build-07.example.org".to_string(),
+        }
+    }
+
     #[test]
-    fn socket_cli_wins_over_everything() {
+    fn socket_cli_and_env_win_over_everything() {
         let e = env(&[("CE_AUTH_SOCK", "/a.sock"), ("XDG_RUNTIME_DIR", "/run/u")]);
+        let h = host(&e, &|_| true, &|| None);
         assert_eq!(
-            socket_path_from(Some("/cli.sock".into()), &e, 7),
+            socket_path_from(Some("/cli.sock".into()), &h).unwrap(),
             PathBuf::from("/cli.sock")
+        );
+        assert_eq!(
+            socket_path_from(None, &h).unwrap(),
+            PathBuf::from("/a.sock")
         );
     }
 
     #[test]
-    fn socket_env_then_xdg_then_tmpdir() {
-        let e = env(&[("CE_AUTH_SOCK", "/a.sock"), ("XDG_RUNTIME_DIR", "/run/u")]);
-        assert_eq!(socket_path_from(None, &e, 7), PathBuf::from("/a.sock"));
-        let e = env(&[("XDG_RUNTIME_DIR", "/run/u"), ("TMPDIR", "/var/t")]);
+    fn socket_xdg_then_run_user_then_home_cache_per_host() {
+        let e = env(&[("XDG_RUNTIME_DIR", "/run/u"), ("HOME", "/home/u")]);
         assert_eq!(
-            socket_path_from(None, &e, 7),
+            socket_path_from(None, &host(&e, &|_| true, &|| None)).unwrap(),
             PathBuf::from("/run/u/ce-auth/agent.sock")
         );
-        let e = env(&[("TMPDIR", "/var/t")]);
+        let e = env(&[("HOME", "/home/u"), ("TMPDIR", "/var/t")]);
+        if cfg!(target_os = "linux") {
+            assert_eq!(
+                socket_path_from(None, &host(&e, &|uid| uid == 1000, &|| None)).unwrap(),
+                PathBuf::from("/run/user/1000/ce-auth/agent.sock")
+            );
+        }
+        // no runtime directory: the home's cache, per host; never TMPDIR or /tmp
         assert_eq!(
-            socket_path_from(None, &e, 7),
-            PathBuf::from("/var/t/ce-auth-7/agent.sock")
+            socket_path_from(None, &host(&e, &|_| false, &|| None)).unwrap(),
+            PathBuf::from("/home/u/.cache/ce-auth/build-07.example.org/agent.sock")
         );
         let e = env(&[]);
         assert_eq!(
-            socket_path_from(None, &e, 1000),
-            PathBuf::from("/tmp/ce-auth-1000/agent.sock")
+            socket_path_from(None, &host(&e, &|_| false, &|| Some("/pw/home".into()))).unwrap(),
+            PathBuf::from("/pw/home/.cache/ce-auth/build-07.example.org/agent.sock")
         );
+        let err = socket_path_from(None, &host(&e, &|_| false, &|| None)).unwrap_err();
+        assert!(err.to_string().contains("CE_AUTH_SOCK"), "{err}");
     }
 
     #[test]
@@ -240,12 +300,21 @@ mod tests {
         let e = env(&[
             ("CE_AUTH_SOCK", ""),
             ("XDG_RUNTIME_DIR", "relative/dir"),
-            ("TMPDIR", ""),
+            ("HOME", "relative/home"),
         ]);
         assert_eq!(
-            socket_path_from(None, &e, 3),
-            PathBuf::from("/tmp/ce-auth-3/agent.sock")
+            socket_path_from(None, &host(&e, &|_| false, &|| Some("/pw".into()))).unwrap(),
+            PathBuf::from("/pw/.cache/ce-auth/build-07.example.org/agent.sock")
         );
+    }
+
+    #[test]
+    fn host_names_become_plain_directory_names() {
+        assert_eq!(host_dir_name("node-1.cluster"), "node-1.cluster");
+        assert_eq!(host_dir_name("a/b c\n"), "a_b_c_");
+        assert_eq!(host_dir_name(".."), "localhost");
+        assert_eq!(host_dir_name(""), "localhost");
+        assert_eq!(host_dir_name(&"x".repeat(100)).len(), 64);
     }
 
     #[test]
@@ -270,31 +339,5 @@ mod tests {
             config_path_from(None, &e),
             PathBuf::from("/home/u/.config/ce-auth/config.toml")
         );
-    }
-
-    #[test]
-    fn pidfile_sits_beside_socket() {
-        assert_eq!(
-            pidfile_path(Path::new("/run/u/ce-auth/agent.sock")),
-            PathBuf::from("/run/u/ce-auth/ce-authd.pid")
-        );
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn private_dir_is_created_0700_and_open_dirs_are_refused() {
-        use std::os::unix::fs::PermissionsExt;
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("a").join("b");
-        create_private_dir(&dir).unwrap();
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o700);
-        // idempotent on a good directory
-        create_private_dir(&dir).unwrap();
-
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let err = create_private_dir(&dir).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
-        assert!(err.to_string().contains("chmod 700"), "{err}");
     }
 }

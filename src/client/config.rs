@@ -196,6 +196,24 @@ fn existing_mode(_: &Path) -> Option<u32> {
     None
 }
 
+/// Creates `config` (and its directory, 0700) holding only a comment, when it
+/// does not exist yet: a daemon started for `login` with `--config` must find
+/// the file it is told to use.
+pub(super) fn ensure_exists(config: &Path) -> Result<(), ClientConfigError> {
+    if read_text(config)?.is_some() {
+        return Ok(());
+    }
+    write_atomically(
+        config,
+        b"# ce-auth configuration: see docs/CONFIG.md\n",
+        0o600,
+    )
+    .map_err(|source| ClientConfigError::Write {
+        path: config.to_path_buf(),
+        source,
+    })
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);

@@ -67,6 +67,10 @@ pub enum ClientError {
         socket: PathBuf,
         error: std::io::Error,
     },
+    /// The socket's directory or the process listening on it may not be
+    /// trusted (another user's); nothing was sent.
+    #[error("{0}")]
+    Untrusted(String),
     /// Starting the daemon failed.
     #[error("could not start ce-authd for {}: {message}", socket.display())]
     Autostart { socket: PathBuf, message: String },
@@ -95,12 +99,19 @@ impl ClientError {
     /// The `ce-auth` exit status for this error (see [`crate::exit::client`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            ClientError::NotRunning { .. } | ClientError::Autostart { .. } => exit::NOT_RUNNING,
+            ClientError::NotRunning { .. }
+            | ClientError::Autostart { .. }
+            | ClientError::Untrusted(_) => exit::NOT_RUNNING,
             ClientError::Daemon(e) => e.code.exit_code(),
             ClientError::Io { .. } | ClientError::Protocol(_) | ClientError::Version { .. } => {
                 exit::FAILURE
             }
         }
+    }
+
+    /// Whether nothing answers on the socket at all (so starting a daemon may help).
+    pub fn is_absent(&self) -> bool {
+        matches!(self, ClientError::NotRunning { error, .. } if is_absent(error))
     }
 
     /// The daemon's error code, when the daemon answered with one.
@@ -175,11 +186,14 @@ impl Client {
 
     /// Connects without the handshake.
     fn open(socket: &Path, timeout: Duration) -> Result<Client, ClientError> {
-        let stream =
-            super::transport::connect(socket).map_err(|error| ClientError::NotRunning {
+        use super::transport::ConnectError;
+        let stream = super::transport::connect(socket).map_err(|e| match e {
+            ConnectError::Failed(error) => ClientError::NotRunning {
                 socket: socket.to_path_buf(),
                 error,
-            })?;
+            },
+            ConnectError::Untrusted(message) => ClientError::Untrusted(message),
+        })?;
         let io_err = |source| ClientError::Io {
             socket: socket.to_path_buf(),
             source,
@@ -464,6 +478,53 @@ pub(super) fn find_daemon() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The variables an autostarted daemon keeps from its caller's environment:
+/// what it needs to find its files, reach the issuer and log. Everything else
+/// (tokens, passwords and cloud keys of a CI step, say) stays with the caller.
+/// Variables named `CE_AUTH_*` are kept too, so a `*_env` secret key can name one.
+pub(crate) const AUTOSTART_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_CACHE_HOME",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "RUST_LOG",
+    "SYSTEMROOT",
+    "WINDIR",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "USERPROFILE",
+];
+
+/// The part of `vars` an autostarted daemon gets: [`AUTOSTART_ENV`], every
+/// `LC_*` and every `CE_AUTH_*`.
+fn autostart_env(
+    vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+    vars.filter(|(k, _)| {
+        k.to_str().is_some_and(|k| {
+            AUTOSTART_ENV.contains(&k) || k.starts_with("LC_") || k.starts_with("CE_AUTH_")
+        })
+    })
+    .collect()
+}
+
 fn start_daemon(socket: &Path, autostart: &Autostart) -> Result<Client, ClientError> {
     let fail = |message: String| ClientError::Autostart {
         socket: socket.to_path_buf(),
@@ -477,6 +538,9 @@ fn start_daemon(socket: &Path, autostart: &Autostart) -> Result<Client, ClientEr
     if let Some(config) = &autostart.config {
         cmd.arg("--config").arg(config);
     }
+    // the daemon outlives this caller: it gets what it needs, not the caller's
+    // environment (a CI step's secrets, say)
+    cmd.env_clear().envs(autostart_env(std::env::vars_os()));
     // stdout carries the daemon's `CE_AUTH_SOCK=...` line, which is not ours to print
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -509,7 +573,12 @@ fn start_daemon(socket: &Path, autostart: &Autostart) -> Result<Client, ClientEr
                 return Ok(client);
             }
             Err(ClientError::NotRunning { error, .. }) => error,
-            Err(other) => return Err(other),
+            Err(other) => {
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+                return Err(other);
+            }
         };
         if exited.is_none()
             && let Ok(Some(status)) = child.try_wait()
@@ -591,5 +660,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = Client::connect(&dir.path().join("none.sock")).unwrap_err();
         assert_eq!(err.exit_code(), exit::NOT_RUNNING);
+    }
+
+    #[test]
+    fn autostart_keeps_only_what_the_daemon_needs() {
+        let vars = [
+            ("PATH", "/bin"),
+            ("HOME", "/h"),
+            ("LC_TIME", "C"),
+            ("CE_AUTH_SECRET", "s"),
+            ("HTTPS_PROXY", "http://p:1"),
+            ("AWS_SECRET_ACCESS_KEY", "x"),
+            ("GITHUB_TOKEN", "y"),
+            ("CE_ACCESS_TOKEN", "z"),
+            ("LD_PRELOAD", "/evil.so"),
+        ]
+        .map(|(k, v)| (k.into(), v.into()));
+        let kept: Vec<String> = autostart_env(vars.into_iter())
+            .into_iter()
+            .map(|(k, _)| k.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            kept,
+            ["PATH", "HOME", "LC_TIME", "CE_AUTH_SECRET", "HTTPS_PROXY"]
+        );
     }
 }

@@ -52,17 +52,62 @@ pub fn daemon_name() -> String {
     concat!("ce-authd ", env!("CARGO_PKG_VERSION")).to_string()
 }
 
-/// Parses one request line and appends exactly one reply line to `out`.
+/// What a peer may ask of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The daemon's own user: every op.
+    Owner,
+    /// A uid admitted by `[daemon] allow_uids`: `hello`, `token` and `status`
+    /// only. It may use tokens, not change profiles, secrets or the daemon.
+    ReadOnly,
+}
+
+impl Role {
+    /// The role of a peer with effective uid `uid` (`None` where the OS has no uids).
+    pub fn of(uid: Option<u32>) -> Role {
+        match uid {
+            Some(uid) if uid != crate::paths::current_uid() => Role::ReadOnly,
+            _ => Role::Owner,
+        }
+    }
+
+    /// Whether this role may send `req`.
+    fn allows(self, req: &Request) -> bool {
+        self == Role::Owner
+            || matches!(
+                req,
+                Request::Hello { .. } | Request::Token { .. } | Request::Status { .. }
+            )
+    }
+}
+
+/// Parses one request line from a peer of `role` and appends exactly one
+/// reply line to `out`.
 ///
 /// Never fails: bad input becomes a `bad_request` reply. The raw line is never
 /// logged, since requests may carry secrets.
-pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>) {
+pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>, role: Role) {
     if let Some((profile, min_ttl)) = fast_token(line) {
         let r = token(shared, profile, min_ttl, None).await;
         respond(out, r);
         return;
     }
     match parse_request(line) {
+        Ok(req) if !role.allows(&req) => {
+            tracing::warn!(
+                op = req.op(),
+                "refused: an allow_uids peer may not use this op"
+            );
+            let e = WireError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "`{}` is for the daemon's own user; a uid admitted by allow_uids may use \
+                     hello, token and status only",
+                    req.op()
+                ),
+            );
+            protocol::write_err(out, &e);
+        }
         Ok(req) => handle(shared, req, out).await,
         Err(e) => {
             // names the client chose are quoted with control characters escaped (json_error)

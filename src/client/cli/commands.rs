@@ -99,7 +99,7 @@ impl Ctx {
 /// Runs a parsed command line; returns the exit status of a success.
 pub(super) fn run(cli: Cli) -> anyhow::Result<i32> {
     let ctx = Ctx {
-        socket: crate::paths::socket_path(cli.socket),
+        socket: crate::paths::socket_path(cli.socket)?,
         config: crate::paths::config_path(cli.config.clone()),
         explicit_config: cli.config,
         autostart: !cli.no_autostart && !autostart_disabled_by_env(),
@@ -409,7 +409,17 @@ fn cmd_login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<i32> {
         return Err(UsageError("the password is empty".into()).into());
     }
 
-    let mut client = ctx.connect()?;
+    let mut client = match ctx.connect_existing() {
+        Ok(c) => c,
+        // on a fresh machine the daemon started for us is told to use this
+        // file, so it must exist first; it is made only once we know no daemon
+        // answers (never because an untrusted one did)
+        Err(e) if e.is_absent() && ctx.autostart => {
+            clientcfg::ensure_exists(&ctx.config)?;
+            ctx.connect()?
+        }
+        Err(e) => return Err(e.into()),
+    };
     let reply = client
         .login(a.token_url.as_deref(), &email, password)
         .context("signing in")?;

@@ -10,12 +10,11 @@
 //! daemon reports that its socket is bound and its configuration loaded, or
 //! why it failed; only then does it print `CE_AUTH_SOCK=...` and exit.
 
-use std::fs::OpenOptions;
+mod pidfile;
+
 use std::io::Write;
 #[cfg(unix)]
 use std::io::{BufRead, BufReader};
-#[cfg(unix)]
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +33,7 @@ use ce_auth_issuer::Issuer;
 
 use crate::daemon::error_chain;
 use crate::exit::daemon as exit;
+use pidfile::Pidfile;
 
 /// How long `ce-authd --daemon` waits for the detached daemon to report.
 #[cfg(unix)]
@@ -184,7 +184,8 @@ enum StartupReport {
 
 #[cfg(unix)]
 fn detach(opts: Options) -> Result<(), LifecycleError> {
-    let socket = paths::socket_path(opts.socket.clone());
+    let socket = paths::socket_path(opts.socket.clone())
+        .map_err(|e| LifecycleError::io("choosing the socket", std::io::Error::other(e)))?;
     let stderr = daemon_log(&socket);
     let (reader, writer) =
         std::io::pipe().map_err(|e| LifecycleError::io("cannot create the start-up pipe", e))?;
@@ -215,37 +216,21 @@ fn detach(opts: Options) -> Result<(), LifecycleError> {
 }
 
 /// Where the detached daemon's stderr (its log) goes: `ce-authd.log` beside the
-/// socket (0600) when that directory is private to us, else `/dev/null`.
+/// socket (0600), opened through the checked directory's handle, else `/dev/null`.
 #[cfg(unix)]
 fn daemon_log(socket: &Path) -> daemonize::Stdio {
     let Some(dir) = socket.parent() else {
         return daemonize::Stdio::devnull();
     };
-    // the socket directory is created 0700 here if missing; ipc::bind checks it again
-    let _ = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir);
-    let private = std::fs::metadata(dir)
-        .map(|m| {
-            m.is_dir() && m.uid() == rustix::process::getuid().as_raw() && m.mode() & 0o077 == 0
-        })
-        .unwrap_or(false);
-    if !private {
+    // created 0700 here if missing; bind opens and checks it again
+    let Ok(dir) = crate::private_dir::PrivateDir::create(dir) else {
         return daemonize::Stdio::devnull();
-    }
-    let path = dir.join("ce-authd.log");
-    match OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&path)
-    {
-        Ok(f) => {
-            // an older log may have been created with looser permissions
-            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
-            f.into()
-        }
+    };
+    match dir.open_file(
+        std::ffi::OsStr::new("ce-authd.log"),
+        crate::private_dir::FileOpen::Append,
+    ) {
+        Ok(f) => f.into(),
         Err(_) => daemonize::Stdio::devnull(),
     }
 }
@@ -339,9 +324,7 @@ struct Daemon {
     listener: Listener,
     shared: Arc<Shared>,
     socket: PathBuf,
-    /// Whether we bound the socket (and so remove it on exit) or systemd passed it.
-    owns_socket: bool,
-    pidfile: Option<PathBuf>,
+    pidfile: Option<Pidfile>,
     issuer: Option<Issuer>,
     notes: String,
     signals: (StopSignals, ReloadSignal),
@@ -352,7 +335,8 @@ impl Daemon {
         // handlers go in before anything else: SIGHUP's default action would
         // kill a daemon that is reloaded early
         let signals = signals()?;
-        let socket = paths::socket_path(opts.socket.clone());
+        let socket = paths::socket_path(opts.socket.clone())
+            .map_err(|e| LifecycleError::io("choosing the socket", std::io::Error::other(e)))?;
         let (mut config, config_path) = load_config(opts)?;
 
         let mut issuer = None;
@@ -398,21 +382,18 @@ impl Daemon {
 
         // under socket activation systemd tracks the main pid and the socket
         // path may not be ours to guess, so only an explicit --pidfile is written
-        let pidfile = match (&opts.pidfile, owns_socket) {
-            (Some(p), _) => Some(p.clone()),
-            (None, true) => Some(paths::pidfile_path(&socket)),
-            (None, false) => None,
+        let pidfile = match (&opts.pidfile, listener.dir()) {
+            (Some(p), _) => Some(Pidfile::At(p.clone())),
+            (None, Some(dir)) if owns_socket => Some(Pidfile::InDir(dir)),
+            (None, _) => None,
         };
-        if let Some(path) = &pidfile
-            && let Err(source) = write_pidfile(path)
+        if let Some(p) = &pidfile
+            && let Err(source) = p.write()
         {
-            if owns_socket {
-                // nobody else may use a socket we bound, so leave nothing behind
-                close(listener);
-                let _ = std::fs::remove_file(&socket);
-            }
+            // nobody else may use a socket we bound: dropping the listener removes it
+            drop(listener);
             return Err(LifecycleError::Pidfile {
-                path: path.clone(),
+                path: p.path(),
                 source,
             });
         }
@@ -431,7 +412,6 @@ impl Daemon {
             listener,
             shared,
             socket,
-            owns_socket,
             pidfile,
             issuer,
             notes,
@@ -444,7 +424,6 @@ impl Daemon {
             listener,
             shared,
             socket,
-            owns_socket,
             pidfile,
             issuer,
             notes,
@@ -503,23 +482,14 @@ impl Daemon {
         if let Some(iss) = issuer {
             let _ = tokio::time::timeout(SHUTDOWN_GRACE, iss.shutdown()).await;
         }
-        if owns_socket {
-            match std::fs::remove_file(&socket) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("could not remove {}: {e}", socket.display()),
-            }
-        }
+        // the socket went with the listener, through the directory handle
         if let Some(p) = &pidfile {
-            remove_pidfile(p);
+            p.remove();
         }
         tracing::info!("stopped");
         served.map_err(|e| LifecycleError::io("the socket server failed", e))
     }
 }
-
-/// Stops listening (the listener closes when dropped).
-fn close(_listener: Listener) {}
 
 /// The signals that stop the daemon: SIGTERM and SIGINT (Ctrl-C elsewhere).
 struct StopSignals {
@@ -606,35 +576,6 @@ fn load_config(opts: &Options) -> Result<(Config, Option<PathBuf>), LifecycleErr
     }
     let config = Config::load(&path).map_err(LifecycleError::Config)?;
     Ok((config, Some(path)))
-}
-
-/// Writes our pid to `path`, mode 0600, replacing a stale file.
-///
-/// Called only once the socket is ours, so an existing pidfile belongs to a
-/// daemon that is gone.
-fn write_pidfile(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let mut opts = OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path)?;
-    writeln!(f, "{}", std::process::id())?;
-    f.sync_all()
-}
-
-/// Removes the pidfile if it is still ours.
-fn remove_pidfile(path: &Path) {
-    let ours = std::fs::read_to_string(path)
-        .map(|s| s.trim() == std::process::id().to_string())
-        .unwrap_or(false);
-    if ours && let Err(e) = std::fs::remove_file(path) {
-        tracing::warn!("could not remove the pidfile {}: {e}", path.display());
-    }
 }
 
 /// The name of the profile `--dev` adds.

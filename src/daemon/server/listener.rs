@@ -15,11 +15,38 @@ pub type Stream = interprocess::local_socket::tokio::Stream;
 
 /// A bound listener ready to accept connections.
 ///
-/// Bound sockets are removed from the file system when the listener is
-/// dropped; sockets adopted from systemd are left to systemd.
+/// A socket it bound is removed when the listener is dropped — through the
+/// directory handle, and only if the entry is still the socket it bound;
+/// sockets adopted from systemd are left to systemd.
 pub struct Listener {
     inner: Inner,
     path: Option<PathBuf>,
+    #[cfg(unix)]
+    bound: Option<Bound>,
+}
+
+/// The socket this listener bound: its directory handle, name and inode.
+#[cfg(unix)]
+struct Bound {
+    dir: std::sync::Arc<crate::private_dir::PrivateDir>,
+    name: std::ffi::OsString,
+    id: (u64, u64),
+}
+
+#[cfg(unix)]
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let Some(b) = &self.bound else { return };
+        // another daemon may have reclaimed the name since: leave its socket alone
+        match b.dir.stat(&b.name) {
+            Ok(e) if e.id == b.id => {
+                if let Err(err) = b.dir.unlink(&b.name) {
+                    tracing::warn!("could not remove the socket {:?}: {err}", b.name);
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 #[cfg(unix)]
@@ -66,6 +93,19 @@ impl Listener {
         self.path.as_deref()
     }
 
+    /// The open socket directory, if this listener was bound by [`bind`] (for
+    /// the pidfile, through the same handle).
+    pub fn dir(&self) -> Option<std::sync::Arc<crate::private_dir::PrivateDir>> {
+        #[cfg(unix)]
+        {
+            self.bound.as_ref().map(|b| b.dir.clone())
+        }
+        #[cfg(not(unix))]
+        {
+            None
+        }
+    }
+
     /// Accepts the next connection. Must run inside a tokio runtime.
     pub async fn accept(&mut self) -> io::Result<Stream> {
         use interprocess::local_socket::traits::tokio::Listener as _;
@@ -99,7 +139,9 @@ impl std::fmt::Debug for Listener {
 }
 
 /// Binds the socket at `path` (creating its directory 0700, socket 0600),
-/// reclaiming a stale socket only when nothing answers on it.
+/// reclaiming a stale socket only when nothing answers on it. Every step after
+/// the directory is opened goes through its handle (see
+/// [`crate::private_dir`]); the handle is returned for the pidfile and log.
 ///
 /// On Unix this does not need a tokio runtime; on Windows it must be called
 /// inside one.
@@ -127,25 +169,34 @@ pub fn check_peer(stream: &Stream, allow_uids: &[u32]) -> Result<Option<u32>, Pe
 #[cfg(unix)]
 mod imp {
     use super::*;
-    use crate::paths::socket_name as name;
+    use crate::paths::socket_name;
+    use crate::private_dir::PrivateDir;
     use interprocess::local_socket::ListenerOptions;
     use interprocess::os::unix::local_socket::ListenerOptionsExt;
     use interprocess::os::unix::uds_local_socket::Listener as UdsListener;
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    use std::ffi::OsStr;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
-        let dir = match path.parent() {
+        let parent = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        crate::paths::create_private_dir(dir)?;
-        reclaim_if_stale(path)?;
+        let name = path.file_name().ok_or_else(|| {
+            BindError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} names no socket file", path.display()),
+            ))
+        })?;
+        let dir = std::sync::Arc::new(PrivateDir::create(parent).map_err(io::Error::from)?);
+        reclaim_if_stale(&dir, name, path)?;
+        let at = dir.socket_path(name);
         let listener = ListenerOptions::new()
-            .name(name(path)?)
+            .name(socket_name(&at)?)
             // applied with fchmod before bind(), so the socket is never open to others
             .mode(0o600)
-            .reclaim_name(true)
+            // removal is ours (Listener's Drop), through the directory handle
+            .reclaim_name(false)
             .create_sync_as::<UdsListener>()
             .map_err(|e| match e.kind() {
                 // someone bound it between our check and our bind
@@ -155,25 +206,32 @@ mod imp {
                     format!("cannot bind {}: {e}", path.display()),
                 )),
             })?;
-        // systems where fchmod before bind has no effect: fix up before serving anyone
-        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
-        if mode != 0o600 {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        }
-        Ok(Listener {
+        let entry = dir.stat(name)?;
+        let bound = Listener {
             inner: Inner::Sync(Some(listener)),
             path: Some(path.to_path_buf()),
-        })
+            bound: Some(Bound {
+                dir: dir.clone(),
+                name: name.to_os_string(),
+                id: entry.id,
+            }),
+        };
+        // systems where fchmod before bind has no effect: fix up before serving anyone
+        if entry.mode & 0o777 != 0o600 {
+            rustix::fs::chmod(&at, rustix::fs::Mode::from_raw_mode(0o600))
+                .map_err(io::Error::from)?;
+        }
+        Ok(bound)
     }
 
     /// Removes a socket file nobody listens on; refuses to touch anything else.
-    fn reclaim_if_stale(path: &Path) -> Result<(), BindError> {
-        let meta = match std::fs::symlink_metadata(path) {
-            Ok(m) => m,
+    fn reclaim_if_stale(dir: &PrivateDir, name: &OsStr, path: &Path) -> Result<(), BindError> {
+        let entry = match dir.stat(name) {
+            Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        if !meta.file_type().is_socket() {
+        if entry.file_type != rustix::fs::FileType::Socket {
             return Err(BindError::Io(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!(
@@ -182,11 +240,11 @@ mod imp {
                 ),
             )));
         }
-        match std::os::unix::net::UnixStream::connect(path) {
+        match std::os::unix::net::UnixStream::connect(dir.socket_path(name)) {
             Ok(_) => Err(BindError::InUse(path.display().to_string())),
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                 tracing::info!(path = %path.display(), "removing stale socket");
-                match std::fs::remove_file(path) {
+                match dir.unlink(name) {
                     Ok(()) => Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
                     Err(e) => Err(e.into()),
@@ -236,6 +294,7 @@ mod imp {
         Ok(Some(Listener {
             inner: Inner::Sync(Some(listener)),
             path: None,
+            bound: None,
         }))
     }
 

@@ -236,6 +236,7 @@ async fn connection(
         }
     };
     tracing::debug!(uid, "connection accepted");
+    let role = ops::Role::of(uid);
 
     // requests may carry secrets (add, login): bytes are zeroed once consumed
     let mut reader = ZeroingReader::new(&stream);
@@ -280,7 +281,7 @@ async fn connection(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                ops::handle_line(&shared, line, &mut out).await;
+                ops::handle_line(&shared, line, &mut out, role).await;
                 if out.len() >= OUT_HIGH_WATER && !flush(&stream, &mut out, limits.write).await {
                     break "client does not read its replies";
                 }
