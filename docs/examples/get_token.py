@@ -15,7 +15,11 @@ As a library:
 import argparse
 import json
 import os
+import pwd
+import re
 import socket
+import stat
+import struct
 import sys
 
 PROTOCOL_VERSION = 1
@@ -38,13 +42,53 @@ class CeAuthError(Exception):
 
 
 def socket_path():
-    """$CE_AUTH_SOCK, else $XDG_RUNTIME_DIR/ce-auth/agent.sock, else ${TMPDIR:-/tmp}/ce-auth-<uid>/agent.sock."""
+    """Where ce-auth looks: $CE_AUTH_SOCK, $XDG_RUNTIME_DIR/ce-auth/agent.sock,
+    /run/user/<uid>/ce-auth/agent.sock, ~/.cache/ce-auth/<host>/agent.sock."""
     if os.environ.get("CE_AUTH_SOCK"):
         return os.environ["CE_AUTH_SOCK"]
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "ce-auth", "agent.sock")
-    tmp = os.environ.get("TMPDIR") or "/tmp"
-    return os.path.join(tmp, "ce-auth-%d" % os.getuid(), "agent.sock")
+    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
+    if os.path.isabs(xdg):
+        return os.path.join(xdg, "ce-auth", "agent.sock")
+    run = "/run/user/%d" % os.getuid()
+    try:
+        st = os.lstat(run)
+        if sys.platform.startswith("linux") and stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():
+            return os.path.join(run, "ce-auth", "agent.sock")
+    except OSError:
+        pass
+    home = os.environ.get("HOME") or pwd.getpwuid(os.getuid()).pw_dir
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", os.uname().nodename)[:64].strip(".") or "localhost"
+    return os.path.join(home, ".cache", "ce-auth", host, "agent.sock")
+
+
+def check_directory(path):
+    """The socket's directory must be a real directory of ours, mode 0700."""
+    d = os.path.dirname(path) or "."
+    try:
+        st = os.lstat(d)
+    except FileNotFoundError:
+        raise CeAuthError("not_running", "no ce-authd answers on %s (no %s)" % (path, d))
+    if not stat.S_ISDIR(st.st_mode):
+        raise CeAuthError("permission_denied", "refusing %s: %s is not a real directory" % (path, d))
+    if st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) != 0o700:
+        raise CeAuthError(
+            "permission_denied",
+            "refusing %s: %s belongs to uid %d with mode %03o; it must be yours, mode 0700"
+            % (path, d, st.st_uid, stat.S_IMODE(st.st_mode)),
+        )
+
+
+def check_listener(sock, path):
+    """The process listening must run as us or as root (Linux: SO_PEERCRED)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    if uid not in (os.geteuid(), 0):
+        raise CeAuthError(
+            "permission_denied",
+            "refusing %s: it is served by uid %d, not by you; nothing was sent" % (path, uid),
+        )
 
 
 class Connection:
@@ -52,13 +96,18 @@ class Connection:
 
     def __init__(self, path=None, timeout=120):
         path = path or socket_path()
+        check_directory(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
             self.sock.connect(path)
+            check_listener(self.sock, path)
         except OSError as e:
             self.sock.close()
             raise CeAuthError("not_running", "no ce-authd answers on %s: %s" % (path, e))
+        except CeAuthError:
+            self.sock.close()
+            raise
         self.file = self.sock.makefile("rwb")
         hello = self.request({"op": "hello", "version": PROTOCOL_VERSION, "client": "get_token.py"})
         if hello.get("version") != PROTOCOL_VERSION:
@@ -106,7 +155,12 @@ def main():
     except CeAuthError as e:
         print("get_token.py: %s" % e, file=sys.stderr)
         return 3 if e.code == "not_running" else EXIT_FOR_CODE.get(e.code, 1)
-    print(reply["access_token"])
+    token = reply["access_token"]
+    # an RFC 6750 bearer token only: a newline would let a daemon inject output
+    if not re.fullmatch(r"[A-Za-z0-9\-._~+/]+=*", token) or len(token) > 16384:
+        print("get_token.py: the daemon sent a malformed token", file=sys.stderr)
+        return 1
+    print(token)
     return 0
 
 
