@@ -354,10 +354,18 @@ fn cmd_whoami(ctx: &Ctx, profile: Option<&str>, json: bool) -> anyhow::Result<i3
                     serde_json::Value::Bool(false) => "no".into(),
                     other => other.to_string(),
                 };
-                s.push_str(&format!("{k}: {v}\n"));
+                // the issuer's words: inert on the terminal
+                s.push_str(&format!(
+                    "{}: {}\n",
+                    table::printable(k),
+                    table::printable(&v)
+                ));
             }
         }
-        None => s.push_str(&format!("user: {}\n", r.user)),
+        None => s.push_str(&format!(
+            "user: {}\n",
+            table::printable(&r.user.to_string())
+        )),
     }
     out(&s)
 }
@@ -424,6 +432,23 @@ fn cmd_login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<i32> {
         .login(a.token_url.as_deref(), &email, password)
         .context("signing in")?;
 
+    // both go into files the daemon reads back: plain text only
+    if reply.client_id.is_empty() || reply.client_id.chars().any(char::is_control) {
+        return Err(anyhow!(
+            "the issuer returned a client id that is not plain text ({:?}); nothing was saved",
+            table::printable(&reply.client_id)
+        ));
+    }
+    if !reply
+        .client_secret
+        .expose()
+        .chars()
+        .all(|c| c.is_ascii_graphic())
+    {
+        return Err(anyhow!(
+            "the issuer returned a client secret that is not plain text; nothing was saved"
+        ));
+    }
     let secret_file = clientcfg::secret_file_path(&ctx.config, &a.profile);
     // the secret file first, so the config never names a missing file
     clientcfg::write_secret_file(&secret_file, reply.client_secret.expose())?;
@@ -439,7 +464,7 @@ fn cmd_login(ctx: &Ctx, a: LoginArgs) -> anyhow::Result<i32> {
 
     let mut msg = format!(
         "created API client {} for {email}\nsaved profile {} in {} (secret in {}, mode 0600)\n",
-        reply.client_id,
+        table::printable(&reply.client_id),
         a.profile,
         ctx.config.display(),
         secret_file.display()

@@ -2,6 +2,20 @@
 
 use crate::protocol::{ProfileStatus, StatusReply};
 
+/// `s` for a terminal: control characters (newlines, escape sequences) as
+/// escapes, so text from the issuer cannot forge lines or drive the terminal.
+pub(crate) fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A duration in seconds as `1h 2m`, `14m 3s` or `42s`.
 pub(crate) fn human_duration(secs: u64) -> String {
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
@@ -125,6 +139,12 @@ mod tests {
             refreshed: 0,
             failed: 0,
         }
+    }
+
+    #[test]
+    fn issuer_text_is_printed_inert() {
+        assert_eq!(printable("a\nFORGED\u{1b}[31m"), "a\\nFORGED\\u{1b}[31m");
+        assert_eq!(printable("plain é"), "plain é");
     }
 
     #[test]
