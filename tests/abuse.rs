@@ -2,25 +2,23 @@
 //! clients, floods of connections and peers of another user. None of them may
 //! stall or crash the daemon or other clients.
 
-mod server_support;
-
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use ce_auth::daemon::config::DaemonSettings;
 use serde_json::json;
-use server_support::{Client, Daemon, error_code};
 
-fn hello() -> serde_json::Value {
-    json!({"op": "hello", "version": 1})
-}
+use crate::util::daemon::Server;
+use crate::util::line::{LineClient, error_code, hello};
+use crate::util::load::{heavy, timed};
+use crate::util::process::{ensure_fds, other_uid, skip_two_uid_test};
 
 #[test]
 fn ten_mib_line_gets_line_too_long_then_close_and_others_are_unaffected() {
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let mut bystander = d.client();
-    assert_eq!(bystander.call(hello())["ok"], true);
+    assert_eq!(bystander.call(&hello())["ok"], true);
 
     let mut c = d.client();
     let mut writer = c.writer.try_clone().unwrap();
@@ -45,14 +43,14 @@ fn ten_mib_line_gets_line_too_long_then_close_and_others_are_unaffected() {
         "the server kept reading the long line"
     );
 
-    assert_eq!(bystander.call(hello())["ok"], true);
-    assert_eq!(d.client().call(hello())["ok"], true);
+    assert_eq!(bystander.call(&hello())["ok"], true);
+    assert_eq!(d.client().call(&hello())["ok"], true);
     d.stop().unwrap();
 }
 
 #[test]
 fn malformed_requests_get_bad_request_and_the_connection_stays_usable() {
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let mut c = d.client();
     let cases: &[(&[u8], &str)] = &[
         (b"{not json", "JSON"),
@@ -94,14 +92,14 @@ fn malformed_requests_get_bad_request_and_the_connection_stays_usable() {
             String::from_utf8_lossy(line)
         );
         // still usable
-        assert_eq!(c.call(hello())["ok"], true);
+        assert_eq!(c.call(&hello())["ok"], true);
     }
     d.stop().unwrap();
 }
 
 #[test]
 fn blank_lines_and_crlf_are_tolerated() {
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let mut c = d.client();
     c.send_raw(b"\n\r\n  \n{\"op\":\"hello\",\"version\":1}\r\n");
     assert_eq!(c.recv()["ok"], true);
@@ -110,7 +108,8 @@ fn blank_lines_and_crlf_are_tolerated() {
 
 #[test]
 fn half_sent_line_is_closed_after_the_timeout_while_others_are_served() {
-    let d = Daemon::start(DaemonSettings {
+    let _timed = timed();
+    let d = Server::start(DaemonSettings {
         idle_timeout: Some(1),
         ..Default::default()
     });
@@ -120,7 +119,7 @@ fn half_sent_line_is_closed_after_the_timeout_while_others_are_served() {
     // others keep being answered while the slow client stalls
     let mut other = d.client();
     for _ in 0..5 {
-        assert_eq!(other.call(hello())["ok"], true);
+        assert_eq!(other.call(&hello())["ok"], true);
     }
     assert!(slow.closed_by_server(Duration::from_secs(10)));
     let took = started.elapsed();
@@ -130,18 +129,19 @@ fn half_sent_line_is_closed_after_the_timeout_while_others_are_served() {
     );
     assert!(took < Duration::from_secs(5), "closed too late: {took:?}");
     // a fresh client is still served
-    assert_eq!(d.client().call(hello())["ok"], true);
+    assert_eq!(d.client().call(&hello())["ok"], true);
     d.stop().unwrap();
 }
 
 #[test]
 fn idle_connection_is_closed_after_the_idle_timeout() {
-    let d = Daemon::start(DaemonSettings {
+    let _timed = timed();
+    let d = Server::start(DaemonSettings {
         idle_timeout: Some(1),
         ..Default::default()
     });
     let mut c = d.client();
-    assert_eq!(c.call(hello())["ok"], true);
+    assert_eq!(c.call(&hello())["ok"], true);
     let started = Instant::now();
     assert!(c.closed_by_server(Duration::from_secs(10)));
     assert!(started.elapsed() >= Duration::from_millis(900));
@@ -150,11 +150,12 @@ fn idle_connection_is_closed_after_the_idle_timeout() {
 
 #[test]
 fn a_client_that_never_reads_does_not_stall_others_and_is_dropped() {
-    let d = Daemon::start(DaemonSettings {
+    let _heavy = heavy();
+    let d = Server::start(DaemonSettings {
         idle_timeout: Some(2),
         ..Default::default()
     });
-    let hog = UnixStream::connect(&d.path).unwrap();
+    let hog = UnixStream::connect(&d.socket).unwrap();
     hog.set_write_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut w = hog.try_clone().unwrap();
@@ -173,7 +174,7 @@ fn a_client_that_never_reads_does_not_stall_others_and_is_dropped() {
     for _ in 0..20 {
         let mut c = d.client();
         let t = Instant::now();
-        assert_eq!(c.call(hello())["ok"], true);
+        assert_eq!(c.call(&hello())["ok"], true);
         assert!(
             t.elapsed() < Duration::from_secs(2),
             "slow: {:?}",
@@ -185,41 +186,24 @@ fn a_client_that_never_reads_does_not_stall_others_and_is_dropped() {
         "the non-reading client was never disconnected"
     );
     drop(hog);
-    assert_eq!(d.client().call(hello())["ok"], true);
+    assert_eq!(d.client().call(&hello())["ok"], true);
     d.stop().unwrap();
 }
 
 #[test]
 fn a_thousand_concurrent_connections_are_all_answered() {
+    let _heavy = heavy();
     let n = 1000;
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX);
     // both ends of every connection live in this process
-    if soft < (2 * n + 100) as u64 {
-        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
-        let want = (2 * n + 200) as u64;
-        if hard.is_none_or(|h| h >= want) {
-            rustix::process::setrlimit(
-                rustix::process::Resource::Nofile,
-                rustix::process::Rlimit {
-                    current: Some(want),
-                    maximum: hard,
-                },
-            )
-            .expect("raise the fd limit");
-        } else {
-            eprintln!(
-                "skipped: the fd limit ({soft}, hard {hard:?}) is too low for {n} connections"
-            );
-            return;
-        }
+    if !ensure_fds(2 * n as u64) {
+        eprintln!("skipped: the fd limit is too low for {n} connections");
+        return;
     }
-    let d = Daemon::start(DaemonSettings {
+    let d = Server::start(DaemonSettings {
         max_connections: Some(n + 10),
         ..Default::default()
     });
-    let mut clients: Vec<Client> = (0..n).map(|_| d.client()).collect();
+    let mut clients: Vec<LineClient> = (0..n).map(|_| d.client()).collect();
     for (i, c) in clients.iter_mut().enumerate() {
         c.send(&json!({"op": "hello", "version": 1, "client": format!("c{i}")}));
     }
@@ -229,48 +213,49 @@ fn a_thousand_concurrent_connections_are_all_answered() {
     }
     // and all still open and usable afterwards
     for c in clients.iter_mut().step_by(97) {
-        assert_eq!(c.call(json!({"op":"status"}))["ok"], true);
+        assert_eq!(c.call(&json!({"op":"status"}))["ok"], true);
     }
     d.stop().unwrap();
 }
 
 #[test]
 fn a_peer_of_another_user_is_refused() {
-    if rustix::process::geteuid().as_raw() != 0 {
-        eprintln!("skipped: needs root to run a client as another uid");
+    let Some((uid, gid)) = other_uid() else {
         return;
-    }
+    };
+    let as_other = [
+        format!("--reuid={uid}"),
+        format!("--regid={gid}"),
+        "--clear-groups".to_string(),
+    ];
     // the interpreter must be runnable by the other uid (not e.g. a shim under /root)
-    let runs_as_nobody = |cmd: &str| {
+    let runs_as_other = |cmd: &str| {
         std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                cmd,
-                "--version",
-            ])
+            .args(&as_other)
+            .args([cmd, "--version"])
             .output()
             .is_ok_and(|o| o.status.success())
     };
     let Some(python) = ["/usr/bin/python3", "/usr/local/bin/python3", "python3"]
         .into_iter()
-        .find(|p| runs_as_nobody(p))
+        .find(|p| runs_as_other(p))
     else {
-        eprintln!("skipped: setpriv is missing or no python3 runs as uid 65534");
+        skip_two_uid_test(&format!(
+            "setpriv is missing or no python3 runs as uid {uid}"
+        ));
         return;
     };
-    for (allow, expect_ok) in [(vec![], false), (vec![65534], true)] {
-        let d = Daemon::start(DaemonSettings {
+    for (allow, expect_ok) in [(vec![], false), (vec![uid], true)] {
+        let d = Server::start(DaemonSettings {
             allow_uids: allow.clone(),
             ..Default::default()
         });
-        // make the socket reachable to uid 65534 so only the peer check stands in the way
+        // make the socket reachable to the other uid so only the peer check stands in the way
         use std::os::unix::fs::PermissionsExt;
-        for dir in d.path.ancestors().skip(1).take(2) {
+        for dir in d.socket.ancestors().skip(1).take(2) {
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).unwrap();
         }
-        std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
         let script = r#"
 import socket, sys
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -289,15 +274,9 @@ while not buf.endswith(b'\n'):
 sys.stdout.write(buf.decode())
 "#;
         let out = std::process::Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                python,
-                "-c",
-                script,
-            ])
-            .arg(&d.path)
+            .args(&as_other)
+            .args([python, "-c", script])
+            .arg(&d.socket)
             .output()
             .unwrap();
         assert!(
@@ -312,10 +291,10 @@ sys.stdout.write(buf.decode())
         } else {
             assert_eq!(error_code(&reply), "permission_denied");
             let msg = reply["error"]["message"].as_str().unwrap();
-            assert!(msg.contains("65534"), "{msg}");
+            assert!(msg.contains(&uid.to_string()), "{msg}");
         }
         // our own uid is still served
-        assert_eq!(d.client().call(hello())["ok"], true);
+        assert_eq!(d.client().call(&hello())["ok"], true);
         d.stop().unwrap();
     }
 }

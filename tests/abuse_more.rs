@@ -6,15 +6,18 @@
 //!
 //! Run with `--nocapture` to see the figures.
 
-mod authd_support;
-
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use authd_support::{Authd, DEADLINE, LineClient, Probe, Spec, ensure_fds, time_left, wait_for};
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+
+use crate::util::daemon::{Authd, Spec};
+use crate::util::deadline::{DEADLINE, Deadline, wait_for};
+use crate::util::line::LineClient;
+use crate::util::load::{Probe, heavy};
+use crate::util::process::ensure_fds;
 
 /// The longest any probe answer may take while abuse goes on (debug build, shared CPU).
 const PROBE_BOUND: Duration = Duration::from_secs(2);
@@ -49,9 +52,9 @@ fn flood(socket: &std::path::Path, n: usize) -> (Outcome, Duration) {
     let mut out = Outcome::default();
     // one deadline for all the answers, so a daemon that stopped answering
     // fails the test instead of costing a timeout per connection
-    let end = Instant::now() + DEADLINE;
+    let end = Deadline::standard();
     for s in conns.iter() {
-        s.set_read_timeout(Some(time_left(end, "answers to the flood")))
+        s.set_read_timeout(Some(end.left("answers to the flood")))
             .unwrap();
         let mut r = std::io::BufReader::new(s);
         let mut line = String::new();
@@ -85,6 +88,7 @@ fn fds_settle(d: &Authd, baseline: usize) -> usize {
 
 #[test]
 fn two_thousand_connections_at_once_are_served_or_told_busy() {
+    let _heavy = heavy();
     let n = 2000;
     if !ensure_fds(n as u64) {
         eprintln!("skipped: the fd limit is too low for {n} connections");
@@ -147,6 +151,7 @@ fn two_thousand_connections_at_once_are_served_or_told_busy() {
 
 #[test]
 fn the_connection_cap_follows_a_low_open_file_limit() {
+    let _heavy = heavy();
     let nofile = 256u64;
     let cap = (nofile - ce_auth::daemon::server::FD_RESERVE) as usize;
     let n = 600;
@@ -191,6 +196,7 @@ fn the_connection_cap_follows_a_low_open_file_limit() {
 
 #[test]
 fn rapid_connect_disconnect_loops_leave_nothing_behind() {
+    let _heavy = heavy();
     let d = Authd::start(Spec::default());
     let baseline = d.fd_count();
     let probe = Probe::start(&d.socket);
@@ -236,12 +242,13 @@ fn rapid_connect_disconnect_loops_leave_nothing_behind() {
 
 #[test]
 fn garbage_streams_get_errors_and_never_stall_others() {
+    let _heavy = heavy();
     let d = Authd::start(Spec::default());
     let probe = Probe::start(&d.socket);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0xce_a17);
     let mut replies = 0;
     // one deadline for the whole loop: a stuck daemon fails the test quickly
-    let end = Instant::now() + 2 * DEADLINE;
+    let end = Deadline::after(2 * DEADLINE);
     for round in 0..200 {
         let mut c = d.client();
         let len = match round % 10 {
@@ -261,7 +268,7 @@ fn garbage_streams_get_errors_and_never_stall_others() {
             bytes[0] = b'{';
         }
         bytes.push(b'\n');
-        let _ = c.send_raw(&bytes);
+        let _ = c.try_send_raw(&bytes);
         c.writer.shutdown(std::net::Shutdown::Write).unwrap();
         let all = c.drain_by(end);
         for line in all.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
@@ -298,7 +305,7 @@ fn non_objects_never_reach_the_token_fast_path() {
         b"\"token\"\n",
         b"[{\"op\":\"token\"}]\n",
     ] {
-        c.send_raw(line).unwrap();
+        c.send_raw(line);
         let r = c.recv();
         assert_eq!(r["error"]["code"], "bad_request", "{line:?} -> {r}");
     }
@@ -310,6 +317,7 @@ fn non_objects_never_reach_the_token_fast_path() {
 
 #[test]
 fn hogs_and_floods_keep_memory_bounded_and_others_answered() {
+    let _heavy = heavy();
     let d = Authd::start(Spec {
         config: Some("[daemon]\nidle_timeout = 3\n".into()),
         ..Spec::default()
@@ -341,7 +349,7 @@ fn hogs_and_floods_keep_memory_bounded_and_others_answered() {
             let mut c = LineClient::connect(&socket);
             let chunk = vec![b'x'; 1 << 20];
             for _ in 0..10 {
-                if c.send_raw(&chunk).is_err() {
+                if c.try_send_raw(&chunk).is_err() {
                     break;
                 }
             }
@@ -375,9 +383,9 @@ fn hogs_and_floods_keep_memory_bounded_and_others_answered() {
     assert!(lat.max < PROBE_BOUND, "{lat:?}");
     assert!(hwm < 256 << 20, "peak RSS {hwm} bytes");
     // the stalled ones are closed by the line timeout
-    let end = Instant::now() + DEADLINE;
+    let end = Deadline::standard();
     for s in stalled {
-        s.set_read_timeout(Some(time_left(end, "stalled clients to be closed")))
+        s.set_read_timeout(Some(end.left("stalled clients to be closed")))
             .unwrap();
         let mut buf = [0u8; 64];
         let n = std::io::Read::read(&mut &s, &mut buf).unwrap_or(0);
@@ -388,6 +396,7 @@ fn hogs_and_floods_keep_memory_bounded_and_others_answered() {
 
 #[test]
 fn http_garbage_gets_http_errors_and_never_stalls_others() {
+    let _heavy = heavy();
     let d = Authd::start(Spec {
         config: Some("[daemon]\nidle_timeout = 2\n".into()),
         ..Spec::default()
@@ -395,7 +404,7 @@ fn http_garbage_gets_http_errors_and_never_stalls_others() {
     let probe = Probe::start(&d.socket);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x477);
     let mut statuses = std::collections::BTreeMap::new();
-    let end = Instant::now() + 2 * DEADLINE;
+    let end = Deadline::after(2 * DEADLINE);
     for round in 0..60 {
         let mut c = d.client();
         let mut bytes: Vec<u8> = match round % 6 {
@@ -424,7 +433,7 @@ fn http_garbage_gets_http_errors_and_never_stalls_others() {
         if !(round % 6 == 5 && round < 12) {
             bytes.extend_from_slice(b"\r\n");
         }
-        let _ = c.send_raw(&bytes);
+        let _ = c.try_send_raw(&bytes);
         let answer = String::from_utf8_lossy(&c.drain_by(end)).into_owned();
         let status = answer
             .strip_prefix("HTTP/1.1 ")
@@ -445,6 +454,7 @@ fn http_garbage_gets_http_errors_and_never_stalls_others() {
 
 #[test]
 fn a_thousand_partial_lines_at_the_cap_keep_memory_bounded() {
+    let _heavy = heavy();
     let n = 1000;
     assert!(ensure_fds(n as u64));
     let d = Authd::start(Spec {
@@ -488,9 +498,9 @@ fn a_thousand_partial_lines_at_the_cap_keep_memory_bounded() {
         "peak RSS {hwm} bytes"
     );
     // the line timeout closes them all
-    let end = Instant::now() + DEADLINE;
+    let end = Deadline::standard();
     for s in conns {
-        s.set_read_timeout(Some(time_left(end, "partial lines to be closed")))
+        s.set_read_timeout(Some(end.left("partial lines to be closed")))
             .unwrap();
         let mut buf = [0u8; 16];
         assert_eq!(std::io::Read::read(&mut &s, &mut buf).unwrap_or(0), 0);

@@ -7,91 +7,38 @@
 #[path = "../examples/bench/harness.rs"]
 mod harness;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::BufRead;
+use std::path::Path;
+use std::time::Duration;
 
 use harness::{EchoServer, Load};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ce-authd");
-const DEADLINE: Duration = Duration::from_secs(30);
+use crate::util::daemon::{Authd, Spec};
+use crate::util::deadline::Deadline;
+use crate::util::line::LineClient;
+use crate::util::load::heavy;
 
-/// `ce-authd --dev` in the foreground on a private socket; stopped on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
+/// `ce-authd --dev` in the foreground on a private socket, once it serves
+/// a token (the first one waits for the issuer's key).
+fn dev_daemon() -> Authd {
+    let mut d = Authd::start(Spec {
+        args: vec!["--dev".into()],
+        env: vec![("RUST_LOG".into(), "warn".into())],
+        ..Spec::default()
+    });
+    Deadline::after(Duration::from_secs(30)).wait_for("ce-authd to serve a token", || {
+        assert!(d.try_wait().is_none(), "ce-authd exited early");
+        token_line(&d.socket)
+    });
+    d
 }
 
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let runtime = dir.path().join("run");
-        std::fs::create_dir(&runtime).unwrap();
-        // the daemon refuses a socket directory that others may enter
-        std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700)).unwrap();
-        let socket = runtime.join("agent.sock");
-        let child = Command::new(BIN)
-            .args(["--dev", "--foreground", "--socket"])
-            .arg(&socket)
-            .env("XDG_RUNTIME_DIR", &runtime)
-            .env("XDG_CONFIG_HOME", dir.path().join("config"))
-            .env("HOME", dir.path())
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("ce-authd starts");
-        let mut d = Daemon {
-            child,
-            socket,
-            _dir: dir,
-        };
-        // ready once it serves a token (the first one waits for the issuer's key)
-        let end = Instant::now() + DEADLINE;
-        while token_line(&d.socket).is_none() {
-            assert!(
-                d.child.try_wait().unwrap().is_none(),
-                "ce-authd exited early"
-            );
-            assert!(
-                Instant::now() < end,
-                "ce-authd did not serve a token in time"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGTERM, then wait (bounded) before resorting to SIGKILL
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let end = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// The daemon's exact reply line to `token`, if it is a success.
 fn token_line(socket: &Path) -> Option<Vec<u8>> {
-    let mut s = UnixStream::connect(socket).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    s.write_all(b"{\"op\":\"token\"}\n").ok()?;
+    let mut c = LineClient::try_connect(socket)?;
+    c.try_send_raw(b"{\"op\":\"token\"}\n").ok()?;
     let mut line = Vec::new();
-    BufReader::new(s).read_until(b'\n', &mut line).ok()?;
+    c.reader.read_until(b'\n', &mut line).ok()?;
     line.starts_with(b"{\"ok\":true,").then_some(line)
 }
 
@@ -114,7 +61,8 @@ fn load(socket: &Path, conns: usize, new_conn: bool, min_ttl: Option<u64>) -> Lo
 
 #[test]
 fn generator_drives_the_daemon_and_the_echo_server() {
-    let daemon = Daemon::start();
+    let _heavy = heavy();
+    let daemon = dev_daemon();
 
     for (conns, new_conn) in [(1, false), (8, false), (4, true)] {
         let mut o = harness::run(&load(&daemon.socket, conns, new_conn, Some(60))).unwrap();
@@ -132,8 +80,9 @@ fn generator_drives_the_daemon_and_the_echo_server() {
         assert!(o.percentile_us(0.5) > 0.0 && o.percentile_us(0.5) <= o.percentile_us(0.999));
         assert!(o.rate() > 0.0);
     }
-    assert!(harness::rss_kib(daemon.child.id()).unwrap() > 0);
-    assert!(harness::proc_cpu(daemon.child.id()).is_ok());
+    let pid = daemon.pid() as u32;
+    assert!(harness::rss_kib(pid).unwrap() > 0);
+    assert!(harness::proc_cpu(pid).is_ok());
 
     // the echo server answers with the daemon's own reply
     let reply = token_line(&daemon.socket).unwrap();

@@ -6,235 +6,42 @@
 //! directory, talks to it over its real socket, and gets tokens from the
 //! emulated issuer on 127.0.0.1. Waiting is always polling with a deadline.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use ce_auth_issuer::Issuer;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ce-authd");
-const DEADLINE: Duration = Duration::from_secs(20);
+use crate::util::daemon::{Home, wait_ready};
+use crate::util::deadline::wait_for;
+use crate::util::issuer::{Account, TestIssuer};
+use crate::util::line::{hello, request};
+use crate::util::process::{CE_AUTHD, Proc, exited, other_uid, signal, skip_two_uid_test};
 
-/// Polls `f` until it returns `Some`, or panics after [`DEADLINE`] saying what was awaited.
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// `ce-authd` in `home`, logging at debug level.
+fn authd(home: &Home) -> Command {
+    let mut c = home.command();
+    c.env("RUST_LOG", "debug");
+    c
 }
 
-/// An emulated issuer with one client, served from its own runtime.
-struct TestIssuer {
-    issuer: Option<Issuer>,
-    rt: tokio::runtime::Runtime,
-    client_id: String,
-    client_secret: String,
-}
-
-impl TestIssuer {
-    fn start() -> TestIssuer {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let client_id = uuid::Uuid::new_v4().to_string();
-        let client_secret = format!("secret-{}", uuid::Uuid::new_v4().simple());
-        let issuer = rt
-            .block_on(Issuer::builder().client(&client_id, &client_secret).start())
-            .expect("issuer starts");
-        TestIssuer {
-            issuer: Some(issuer),
-            rt,
-            client_id,
-            client_secret,
-        }
-    }
-
-    fn token_url(&self) -> String {
-        self.issuer.as_ref().unwrap().token_url()
-    }
-}
-
-impl Drop for TestIssuer {
-    fn drop(&mut self) {
-        if let Some(i) = self.issuer.take() {
-            self.rt.block_on(i.shutdown());
-        }
-    }
-}
-
-/// A private runtime and config directory for one test.
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["run", "config/ce-auth"] {
-            std::fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        std::fs::set_permissions(
-            dir.path().join("run"),
-            std::fs::Permissions::from_mode(0o700),
-        )
-        .unwrap();
-        Env { dir }
-    }
-
-    fn runtime_dir(&self) -> PathBuf {
-        self.dir.path().join("run")
-    }
-
-    /// Where the daemon puts its socket by default: `$XDG_RUNTIME_DIR/ce-auth/agent.sock`.
-    fn socket(&self) -> PathBuf {
-        self.runtime_dir().join("ce-auth/agent.sock")
-    }
-
-    fn pidfile(&self) -> PathBuf {
-        self.runtime_dir().join("ce-auth/ce-authd.pid")
-    }
-
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("config/ce-auth/config.toml")
-    }
-
-    /// Writes a profile's secret file (0600) and returns its path.
-    fn secret_file(&self, name: &str, secret: &str) -> PathBuf {
-        let p = self
-            .dir
-            .path()
-            .join(format!("config/ce-auth/{name}.secret"));
-        std::fs::write(&p, secret).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        p
-    }
-
-    /// A `[profiles.NAME]` table against `issuer`.
-    fn profile(&self, name: &str, issuer: &TestIssuer, method: &str) -> String {
-        let secret = self.secret_file(name, &issuer.client_secret);
-        format!(
-            "[profiles.{name}]\ntoken_url = \"{}\"\ngrant = \"client_credentials\"\n\
-             auth_method = \"{method}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\n\n",
-            issuer.token_url(),
-            issuer.client_id,
-            secret.display()
-        )
-    }
-
-    fn write_config(&self, text: &str) {
-        // write-then-rename so a reload never sees half a file
-        let tmp = self.config_path().with_extension("tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.config_path()).unwrap();
-    }
-
-    /// `ce-authd` with this environment and nothing inherited that could change its behaviour.
-    fn command(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("XDG_RUNTIME_DIR", self.runtime_dir())
-            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null());
-        c
-    }
-}
-
-/// A daemon process the test started; killed if the test ends early.
-struct Proc {
-    child: Child,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command) -> Proc {
-        let child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ce-authd starts");
-        Proc { child }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn signal(&self, sig: rustix::process::Signal) {
-        signal(self.pid(), sig);
-    }
-
-    /// Waits for the process to exit; returns its status and stderr.
-    fn wait_exit(mut self) -> (ExitStatus, String) {
-        let status = wait_for("ce-authd to exit", || self.child.try_wait().unwrap());
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut err);
-        }
-        (status, err)
-    }
-}
-
-impl Drop for Env {
-    /// A test that failed half-way must not leave a detached daemon behind.
-    fn drop(&mut self) {
-        if let Some(pid) = read_pid(&self.pidfile())
-            && !exited(pid)
-            && let Some(pid) = rustix::process::Pid::from_raw(pid)
-        {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn signal(pid: i32, sig: rustix::process::Signal) {
-    let pid = rustix::process::Pid::from_raw(pid).expect("a positive pid");
-    rustix::process::kill_process(pid, sig).expect("signal delivered");
-}
-
-/// Sends one request line and reads one reply line.
-fn request(socket: &Path, req: &Value) -> std::io::Result<Value> {
-    let mut s = UnixStream::connect(socket)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut line = serde_json::to_vec(req)?;
-    line.push(b'\n');
-    s.write_all(&line)?;
-    let mut reply = String::new();
-    BufReader::new(s).read_line(&mut reply)?;
-    serde_json::from_str(&reply).map_err(std::io::Error::other)
-}
-
-fn hello() -> Value {
-    json!({"op": "hello", "version": ce_auth::protocol::PROTOCOL_VERSION})
-}
-
-/// Waits until the daemon answers `hello` on `socket`.
-fn wait_ready(socket: &Path) {
-    wait_for("the socket to answer hello", || {
-        request(socket, &hello())
-            .ok()
-            .filter(|r| r["ok"] == json!(true))
-    });
+/// A `[profiles.NAME]` table against `issuer`, with its secret file (0600).
+fn profile(home: &Home, name: &str, issuer: &TestIssuer, method: &str) -> String {
+    let secret = home.file(
+        &format!("config/ce-auth/{name}.secret"),
+        &issuer.account.client_secret,
+        0o600,
+    );
+    format!(
+        "[profiles.{name}]\ntoken_url = \"{}\"\ngrant = \"client_credentials\"\n\
+         auth_method = \"{method}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\n\n",
+        issuer.token_url(),
+        issuer.account.client_id,
+        secret.display()
+    )
 }
 
 /// A token reply for `profile`, asserting success.
@@ -263,40 +70,31 @@ fn read_pid(pidfile: &Path) -> Option<i32> {
     std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()
 }
 
-/// True once `pid` has exited (gone, or a zombie nobody reaped).
-fn exited(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
 #[test]
 fn foreground_serves_and_sigterm_removes_socket_and_pidfile() {
-    let issuer = TestIssuer::start();
-    let env = Env::new();
-    env.write_config(&env.profile("alpha", &issuer, "client_secret_post"));
-    let mut cmd = env.command();
+    let issuer = TestIssuer::start(Account::random());
+    let home = Home::new();
+    home.write_config(&profile(&home, "alpha", &issuer, "client_secret_post"));
+    let mut cmd = authd(&home);
     cmd.arg("--foreground");
-    let daemon = Proc::spawn(cmd);
-    wait_ready(&env.socket());
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "ce-authd");
+    wait_ready(&mut daemon, &home.default_socket());
 
-    let meta = std::fs::metadata(env.pidfile()).expect("pidfile written");
+    let meta = std::fs::metadata(home.default_pidfile()).expect("pidfile written");
     assert_eq!(meta.mode() & 0o777, 0o600, "pidfile mode");
-    assert_eq!(read_pid(&env.pidfile()), Some(daemon.pid()));
-    let t = token(&env.socket(), Some("alpha"));
+    assert_eq!(read_pid(&home.default_pidfile()), Some(daemon.pid()));
+    let t = token(&home.default_socket(), Some("alpha"));
     assert_eq!(t["profile"], json!("alpha"));
     assert!(t["access_token"].as_str().is_some_and(|s| s.len() > 20));
 
     daemon.signal(rustix::process::Signal::TERM);
-    let (status, stderr) = daemon.wait_exit();
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
-    assert!(!env.socket().exists(), "socket left behind");
-    assert!(!env.pidfile().exists(), "pidfile left behind");
+    assert!(!home.default_socket().exists(), "socket left behind");
+    assert!(!home.default_pidfile().exists(), "pidfile left behind");
     assert!(
-        !stderr.contains(&issuer.client_secret),
+        !stderr.contains(&issuer.account.client_secret),
         "the secret appeared in the log"
     );
     assert!(!stderr.contains(t["access_token"].as_str().unwrap()));
@@ -304,24 +102,24 @@ fn foreground_serves_and_sigterm_removes_socket_and_pidfile() {
 
 #[test]
 fn sigint_stops_the_daemon_cleanly_too() {
-    let env = Env::new();
-    let mut cmd = env.command();
+    let home = Home::new();
+    let mut cmd = authd(&home);
     cmd.arg("--foreground");
-    let daemon = Proc::spawn(cmd);
-    wait_ready(&env.socket());
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "ce-authd");
+    wait_ready(&mut daemon, &home.default_socket());
     daemon.signal(rustix::process::Signal::INT);
-    let (status, stderr) = daemon.wait_exit();
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
-    assert!(!env.socket().exists());
+    assert!(!home.default_socket().exists());
 }
 
 #[test]
 fn daemon_mode_prints_the_eval_line_only_once_ready() {
-    let issuer = TestIssuer::start();
-    let env = Env::new();
-    env.write_config(&env.profile("alpha", &issuer, "client_secret_basic"));
-    let out = env
-        .command()
+    let issuer = TestIssuer::start(Account::random());
+    let home = Home::new();
+    home.write_config(&profile(&home, "alpha", &issuer, "client_secret_basic"));
+    let out = authd(&home)
         .arg("--daemon")
         .output()
         .expect("ce-authd --daemon runs");
@@ -336,107 +134,114 @@ fn daemon_mode_prints_the_eval_line_only_once_ready() {
         stdout,
         format!(
             "CE_AUTH_SOCK={}; export CE_AUTH_SOCK;\n",
-            env.socket().display()
+            home.default_socket().display()
         )
     );
     // no waiting: the parent printed only after the daemon could answer
-    let r = request(&env.socket(), &hello()).expect("the socket answers at once");
+    let r = request(&home.default_socket(), &hello()).expect("the socket answers at once");
     assert_eq!(r["ok"], json!(true), "{r}");
-    let pid = read_pid(&env.pidfile()).expect("pidfile holds the daemon's pid");
+    let pid = read_pid(&home.default_pidfile()).expect("pidfile holds the daemon's pid");
     assert!(!exited(pid), "the daemon runs on");
-    assert_eq!(token(&env.socket(), None)["profile"], json!("alpha"));
+    assert_eq!(
+        token(&home.default_socket(), None)["profile"],
+        json!("alpha")
+    );
 
-    let log = env.runtime_dir().join("ce-auth/ce-authd.log");
+    let log = home.run_dir().join("ce-auth/ce-authd.log");
     let meta = std::fs::metadata(&log).expect("the daemon logs beside the socket");
     assert_eq!(meta.mode() & 0o777, 0o600, "log mode");
 
     signal(pid, rustix::process::Signal::TERM);
     wait_for("the daemon to exit", || exited(pid).then_some(()));
-    assert!(!env.socket().exists(), "socket left behind");
-    assert!(!env.pidfile().exists(), "pidfile left behind");
+    assert!(!home.default_socket().exists(), "socket left behind");
+    assert!(!home.default_pidfile().exists(), "pidfile left behind");
     let log = std::fs::read_to_string(&log).unwrap();
-    assert!(!log.contains(&issuer.client_secret), "secret in the log");
+    assert!(
+        !log.contains(&issuer.account.client_secret),
+        "secret in the log"
+    );
 }
 
 #[test]
 fn daemon_mode_reports_a_broken_config_and_exits_7() {
-    let env = Env::new();
-    env.write_config("[profiles.broken]\ngrant = \"pasword\"\n");
-    let out = env.command().arg("--daemon").output().unwrap();
+    let home = Home::new();
+    home.write_config("[profiles.broken]\ngrant = \"pasword\"\n");
+    let out = authd(&home).arg("--daemon").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(7), "stderr:\n{stderr}");
     assert!(out.stdout.is_empty(), "no eval line on failure");
     assert!(stderr.contains("config"), "{stderr}");
-    assert!(!env.socket().exists());
+    assert!(!home.default_socket().exists());
 }
 
 #[test]
 fn a_second_daemon_on_a_live_socket_exits_3() {
-    let env = Env::new();
-    let mut cmd = env.command();
+    let home = Home::new();
+    let mut cmd = authd(&home);
     cmd.arg("--foreground");
-    let first = Proc::spawn(cmd);
-    wait_ready(&env.socket());
+    let mut first = Proc::spawn(&mut cmd, home.path(), "ce-authd");
+    wait_ready(&mut first, &home.default_socket());
 
     for mode in ["--foreground", "--daemon"] {
-        let out = env.command().arg(mode).output().unwrap();
+        let out = authd(&home).arg(mode).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{mode}: stderr:\n{stderr}");
         assert!(stderr.contains("already serving"), "{mode}: {stderr}");
         assert!(out.stdout.is_empty());
     }
     // the first daemon is untouched
-    assert_eq!(read_pid(&env.pidfile()), Some(first.pid()));
-    let r = request(&env.socket(), &hello()).unwrap();
+    assert_eq!(read_pid(&home.default_pidfile()), Some(first.pid()));
+    let r = request(&home.default_socket(), &hello()).unwrap();
     assert_eq!(r["pid"], json!(first.pid()));
 }
 
 #[test]
 fn a_stale_socket_of_a_killed_daemon_is_reclaimed() {
-    let env = Env::new();
-    let mut cmd = env.command();
+    let home = Home::new();
+    let mut cmd = authd(&home);
     cmd.arg("--foreground");
-    let first = Proc::spawn(cmd);
-    wait_ready(&env.socket());
+    let mut first = Proc::spawn(&mut cmd, home.path(), "first");
+    wait_ready(&mut first, &home.default_socket());
     first.signal(rustix::process::Signal::KILL);
     let _ = first.wait_exit();
-    assert!(env.socket().exists(), "SIGKILL leaves the socket file");
+    assert!(
+        home.default_socket().exists(),
+        "SIGKILL leaves the socket file"
+    );
 
-    let mut cmd = env.command();
+    let mut cmd = authd(&home);
     cmd.arg("--foreground");
-    let second = Proc::spawn(cmd);
-    wait_ready(&env.socket());
-    let r = request(&env.socket(), &hello()).unwrap();
+    let mut second = Proc::spawn(&mut cmd, home.path(), "second");
+    wait_ready(&mut second, &home.default_socket());
+    let r = request(&home.default_socket(), &hello()).unwrap();
     assert_eq!(r["pid"], json!(second.pid()));
-    assert_eq!(read_pid(&env.pidfile()), Some(second.pid()));
+    assert_eq!(read_pid(&home.default_pidfile()), Some(second.pid()));
 }
 
 #[test]
 fn an_unwritable_pidfile_is_a_clear_error() {
-    let env = Env::new();
-    let out = env
-        .command()
+    let home = Home::new();
+    let out = authd(&home)
         .args(["--foreground", "--pidfile"])
-        .arg(env.dir.path().join("no/such/dir/ce-authd.pid"))
+        .arg(home.path().join("no/such/dir/ce-authd.pid"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
     assert!(stderr.contains("pidfile"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!env.socket().exists(), "socket left behind");
+    assert!(!home.default_socket().exists(), "socket left behind");
 }
 
 #[test]
 fn bad_usage_exits_2() {
-    let env = Env::new();
-    let out = env
-        .command()
+    let home = Home::new();
+    let out = authd(&home)
         .args(["--daemon", "--foreground"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = env.command().arg("--no-such-flag").output().unwrap();
+    let out = authd(&home).arg("--no-such-flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -468,24 +273,27 @@ impl NotifySocket {
 
 #[test]
 fn sighup_reloads_keeps_unchanged_tokens_and_survives_a_broken_config() {
-    let issuer = TestIssuer::start();
-    let env = Env::new();
-    let alpha = env.profile("alpha", &issuer, "client_secret_jwt");
-    env.write_config(&alpha);
-    let notify = NotifySocket::bind(env.dir.path());
-    let mut cmd = env.command();
+    let issuer = TestIssuer::start(Account::random());
+    let home = Home::new();
+    let alpha = profile(&home, "alpha", &issuer, "client_secret_jwt");
+    home.write_config(&alpha);
+    let notify = NotifySocket::bind(home.path());
+    let mut cmd = authd(&home);
     cmd.arg("--foreground").env("NOTIFY_SOCKET", &notify.path);
-    let daemon = Proc::spawn(cmd);
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "ce-authd");
 
     let ready = notify.expect("READY=1");
     assert!(ready.lines().any(|l| l.starts_with("STATUS=")), "{ready}");
     // READY=1 means ready: the socket answers without further waiting
-    assert_eq!(request(&env.socket(), &hello()).unwrap()["ok"], json!(true));
-    let before = token(&env.socket(), Some("alpha"));
+    assert_eq!(
+        request(&home.default_socket(), &hello()).unwrap()["ok"],
+        json!(true)
+    );
+    let before = token(&home.default_socket(), Some("alpha"));
 
     // a new profile appears; alpha is unchanged
-    let beta = env.profile("beta", &issuer, "client_secret_basic");
-    env.write_config(&format!("{alpha}{beta}"));
+    let beta = profile(&home, "beta", &issuer, "client_secret_basic");
+    home.write_config(&format!("{alpha}{beta}"));
     daemon.signal(rustix::process::Signal::HUP);
     let reloading = notify.expect("RELOADING=1");
     assert!(
@@ -493,67 +301,55 @@ fn sighup_reloads_keeps_unchanged_tokens_and_survives_a_broken_config() {
         "{reloading}"
     );
     notify.expect("READY=1");
-    let mut names = profile_names(&env.socket());
+    let mut names = profile_names(&home.default_socket());
     names.sort();
     assert_eq!(names, ["alpha", "beta"]);
-    let after = token(&env.socket(), Some("alpha"));
+    let after = token(&home.default_socket(), Some("alpha"));
     assert_eq!(
         after["access_token"], before["access_token"],
         "alpha kept its token"
     );
     assert_eq!(after["expires_at"], before["expires_at"]);
-    assert_eq!(token(&env.socket(), Some("beta"))["profile"], json!("beta"));
+    assert_eq!(
+        token(&home.default_socket(), Some("beta"))["profile"],
+        json!("beta")
+    );
 
     // a broken file keeps what was loaded
-    env.write_config("this is = = not toml");
+    home.write_config("this is = = not toml");
     daemon.signal(rustix::process::Signal::HUP);
     notify.expect("RELOADING=1");
     notify.expect("READY=1");
-    let mut names = profile_names(&env.socket());
+    let mut names = profile_names(&home.default_socket());
     names.sort();
     assert_eq!(names, ["alpha", "beta"]);
     assert_eq!(
-        token(&env.socket(), Some("alpha"))["access_token"],
+        token(&home.default_socket(), Some("alpha"))["access_token"],
         before["access_token"]
     );
 
     daemon.signal(rustix::process::Signal::TERM);
     notify.expect("STOPPING=1");
-    let (status, stderr) = daemon.wait_exit();
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
-}
-
-/// Reads the daemon's stdout lines on a thread, so the test can wait on them.
-fn stdout_lines(p: &mut Proc) -> std::sync::mpsc::Receiver<String> {
-    let out = p.child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
 }
 
 #[test]
 fn dev_mode_serves_a_dev_token_without_any_config() {
-    let env = Env::new();
-    let mut cmd = env.command();
+    let home = Home::new();
+    let mut cmd = authd(&home);
     cmd.arg("--dev");
-    let mut daemon = Proc::spawn(cmd);
-    let lines = stdout_lines(&mut daemon);
-    let mut text = String::new();
-    wait_for("the --dev instructions", || {
-        while let Ok(l) = lines.try_recv() {
-            text.push_str(&l);
-            text.push('\n');
-        }
-        text.contains("users/me").then_some(())
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "ce-authd");
+    let text = wait_for("the --dev instructions", || {
+        let text = daemon.stdout();
+        text.contains("users/me").then_some(text)
     });
     assert!(
-        text.contains(&format!("export CE_AUTH_SOCK={}", env.socket().display())),
+        text.contains(&format!(
+            "export CE_AUTH_SOCK={}",
+            home.default_socket().display()
+        )),
         "{text}"
     );
     assert!(text.contains("ce-auth token"), "{text}");
@@ -568,10 +364,10 @@ fn dev_mode_serves_a_dev_token_without_any_config() {
         .to_string();
 
     // the instructions come once the socket is ready
-    let t = token(&env.socket(), Some("dev"));
+    let t = token(&home.default_socket(), Some("dev"));
     assert_eq!(t["profile"], json!("dev"));
     assert_eq!(
-        token(&env.socket(), None)["profile"],
+        token(&home.default_socket(), None)["profile"],
         json!("dev"),
         "dev is the default"
     );
@@ -593,7 +389,8 @@ fn dev_mode_serves_a_dev_token_without_any_config() {
     assert!(resp.contains("dev@example.com"), "{resp}");
 
     daemon.signal(rustix::process::Signal::TERM);
-    let (status, stderr) = daemon.wait_exit();
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
 }
 
@@ -607,33 +404,33 @@ fn socket_activation_adopts_the_passed_socket() {
         eprintln!("skipped: systemd-socket-activate is not installed");
         return;
     }
-    let env = Env::new();
-    let dir = env.runtime_dir().join("ce-auth");
+    let home = Home::new();
+    let dir = home.run_dir().join("ce-auth");
     std::fs::create_dir(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let socket = env.socket();
+    let socket = home.default_socket();
     let mut cmd_act = Command::new("systemd-socket-activate");
     cmd_act
         .arg("-l")
         .arg(&socket)
         // it passes on only the environment it is told to
         .arg("-E")
-        .arg(format!("XDG_RUNTIME_DIR={}", env.runtime_dir().display()))
+        .arg(format!("XDG_RUNTIME_DIR={}", home.run_dir().display()))
         .arg("-E")
         .arg(format!(
             "XDG_CONFIG_HOME={}",
-            env.dir.path().join("config").display()
+            home.path().join("config").display()
         ))
-        .arg(BIN)
+        .arg(CE_AUTHD)
         .arg("--foreground")
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", env.dir.path())
-        .env("XDG_RUNTIME_DIR", env.runtime_dir())
-        .env("XDG_CONFIG_HOME", env.dir.path().join("config"))
+        .env("HOME", home.path())
+        .env("XDG_RUNTIME_DIR", home.run_dir())
+        .env("XDG_CONFIG_HOME", home.path().join("config"))
         .env("RUST_LOG", "debug")
         .stdin(Stdio::null());
-    let daemon = Proc::spawn(cmd_act);
+    let mut daemon = Proc::spawn(&mut cmd_act, home.path(), "activate");
     wait_for("systemd-socket-activate to listen", || {
         socket.exists().then_some(())
     });
@@ -646,28 +443,29 @@ fn socket_activation_adopts_the_passed_socket() {
     assert_eq!(r["pid"], json!(daemon.pid()));
 
     daemon.signal(rustix::process::Signal::TERM);
-    let (status, stderr) = daemon.wait_exit();
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
     assert!(
         socket.exists(),
         "a socket passed by the service manager is not ours to remove"
     );
     assert!(
-        !env.pidfile().exists(),
+        !home.default_pidfile().exists(),
         "systemd tracks the pid; no pidfile"
     );
 }
 
 #[test]
 fn the_daemon_is_not_dumpable_and_keeps_secrets_out_of_proc() {
-    let issuer = TestIssuer::start();
-    let env = Env::new();
-    env.write_config(&env.profile("alpha", &issuer, "client_secret_post"));
-    let mut cmd = env.command();
+    let issuer = TestIssuer::start(Account::random());
+    let home = Home::new();
+    home.write_config(&profile(&home, "alpha", &issuer, "client_secret_post"));
+    let mut cmd = authd(&home);
     cmd.arg("--foreground");
-    let daemon = Proc::spawn(cmd);
-    wait_ready(&env.socket());
-    let t = token(&env.socket(), Some("alpha"));
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "ce-authd");
+    wait_ready(&mut daemon, &home.default_socket());
+    let t = token(&home.default_socket(), Some("alpha"));
     let access = t["access_token"].as_str().unwrap().to_string();
     let pid = daemon.pid();
 
@@ -675,7 +473,10 @@ fn the_daemon_is_not_dumpable_and_keeps_secrets_out_of_proc() {
         match std::fs::read(format!("/proc/{pid}/{file}")) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
-                assert!(!text.contains(&issuer.client_secret), "secret in {file}");
+                assert!(
+                    !text.contains(&issuer.account.client_secret),
+                    "secret in {file}"
+                );
                 assert!(!text.contains(&access), "token in {file}");
             }
             // a non-dumpable process's environ is closed to its own user: also fine
@@ -709,47 +510,46 @@ fn the_daemon_is_not_dumpable_and_keeps_secrets_out_of_proc() {
     }
 }
 
-/// As root the ownership sign is invisible, so run a daemon as `nobody`.
+/// As root the ownership sign is invisible, so run a daemon as another user.
 fn not_dumpable_as_another_user() {
+    let Some((uid, gid)) = other_uid() else {
+        return;
+    };
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped the dumpable check: running as root and setpriv is missing");
+        skip_two_uid_test("the dumpable check as another user needs setpriv");
         return;
     }
-    let nobody = 65534;
-    let env = Env::new();
-    let run = env.runtime_dir();
+    let home = Home::new();
+    let run = home.run_dir();
     rustix::fs::chown(
         &run,
-        Some(rustix::process::Uid::from_raw(nobody)),
-        Some(rustix::process::Gid::from_raw(nobody)),
+        Some(rustix::process::Uid::from_raw(uid)),
+        Some(rustix::process::Gid::from_raw(gid)),
     )
     .unwrap();
-    // nobody must be able to reach its runtime directory
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // the other user must be able to reach its runtime directory
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut cmd = Command::new("setpriv");
-    cmd.args([
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        BIN,
-        "--foreground",
-    ])
-    .env_clear()
-    .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-    .env("HOME", env.dir.path())
-    .env("XDG_RUNTIME_DIR", &run)
-    .env("XDG_CONFIG_HOME", env.dir.path().join("nonexistent"))
-    .stdin(Stdio::null());
-    let daemon = Proc::spawn(cmd);
+    cmd.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", CE_AUTHD, "--foreground"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("XDG_RUNTIME_DIR", &run)
+        .env("XDG_CONFIG_HOME", home.path().join("nonexistent"))
+        .stdin(Stdio::null());
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "ce-authd");
     let pid = daemon.pid();
-    let pidfile = env.pidfile();
-    wait_for("the daemon running as nobody to write its pidfile", || {
-        (read_pid(&pidfile) == Some(pid)).then_some(())
-    });
+    let pidfile = home.default_pidfile();
+    wait_for(
+        "the daemon running as another user to write its pidfile",
+        || (read_pid(&pidfile) == Some(pid)).then_some(()),
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     assert!(
-        uid_line.split_whitespace().nth(1) == Some("65534"),
+        uid_line.split_whitespace().nth(1) == Some(uid.to_string().as_str()),
         "{uid_line}"
     );
     let owner = std::fs::metadata(format!("/proc/{pid}/environ"))
@@ -760,31 +560,28 @@ fn not_dumpable_as_another_user() {
         "a non-dumpable process's /proc files belong to root"
     );
     daemon.signal(rustix::process::Signal::TERM);
-    let (st, stderr) = daemon.wait_exit();
+    let st = daemon.wait_exit();
+    let stderr = daemon.stderr();
     assert!(st.success(), "exit {st}; stderr:\n{stderr}");
 }
 
 #[test]
 fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
-    let env = Env::new();
-    let log = env.dir.path().join("journal.log");
-    let file = std::fs::File::create(&log).unwrap();
+    let home = Home::new();
+    // the stderr file Proc::spawn opens (and keeps: same inode) is the stream
+    let log = home.path().join("journal.err");
+    std::fs::File::create(&log).unwrap();
     let st = std::fs::metadata(&log).unwrap();
-    let mut cmd = env.command();
+    let mut cmd = authd(&home);
     cmd.arg("--foreground")
         .env("JOURNAL_STREAM", format!("{}:{}", st.dev(), st.ino()))
         .env("RUST_LOG", "info");
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(file)
-        .spawn()
-        .expect("ce-authd starts");
-    let daemon = Proc { child };
-    wait_ready(&env.socket());
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "journal");
+    wait_ready(&mut daemon, &home.default_socket());
     daemon.signal(rustix::process::Signal::TERM);
-    let (status, _) = daemon.wait_exit();
+    let status = daemon.wait_exit();
     assert!(status.success(), "exit {status}");
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = daemon.stderr();
     assert!(!text.trim().is_empty(), "the daemon logged something");
     for line in text.lines() {
         assert!(
@@ -799,11 +596,10 @@ fn logs_to_the_journal_carry_priorities_and_no_timestamps() {
 
 #[test]
 fn daemon_mode_passes_on_a_start_up_failure() {
-    let env = Env::new();
-    let out = env
-        .command()
+    let home = Home::new();
+    let out = authd(&home)
         .args(["--daemon", "--pidfile"])
-        .arg(env.dir.path().join("no/such/dir/ce-authd.pid"))
+        .arg(home.path().join("no/such/dir/ce-authd.pid"))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -812,19 +608,19 @@ fn daemon_mode_passes_on_a_start_up_failure() {
     assert!(stderr.contains("cannot write the pidfile"), "{stderr}");
     // the detached daemon gave up: nothing serves the socket
     wait_for("the failed daemon's socket to go", || {
-        (!env.socket().exists()).then_some(())
+        (!home.default_socket().exists()).then_some(())
     });
 }
 
 #[test]
 fn the_watchdog_is_pinged_when_systemd_asks_for_it() {
-    let env = Env::new();
-    let notify = NotifySocket::bind(env.dir.path());
-    let mut cmd = env.command();
+    let home = Home::new();
+    let notify = NotifySocket::bind(home.path());
+    let mut cmd = authd(&home);
     cmd.arg("--foreground")
         .env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", "100000");
-    let daemon = Proc::spawn(cmd);
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "ce-authd");
     notify.expect("READY=1");
     // pings every 50 ms: several arrive well within the deadline
     for _ in 0..3 {
@@ -832,6 +628,7 @@ fn the_watchdog_is_pinged_when_systemd_asks_for_it() {
     }
     daemon.signal(rustix::process::Signal::TERM);
     notify.expect("STOPPING=1");
-    let (status, stderr) = daemon.wait_exit();
+    let status = daemon.wait_exit();
+    let stderr = daemon.stderr();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
 }

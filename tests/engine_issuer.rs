@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use ce_auth::daemon::config::{Config, Profile, ProfileSpec};
 use ce_auth::daemon::engine::Engine;
@@ -12,27 +12,18 @@ use ce_auth::protocol::ErrorCode;
 use ce_auth::secret::Secret;
 use ce_auth_issuer::{Fault, Issuer};
 
-const EMAIL: &str = "me@example.com";
-const PASSWORD: &str = "correct-horse-battery";
-const CLIENT_ID: &str = "client-1";
-const CLIENT_SECRET: &str = "client-secret-0123456789abcdef";
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
+use crate::util::deadline::Deadline;
+use crate::util::issuer::{CLIENT_ID, CLIENT_SECRET, EMAIL, PASSWORD, builder, start};
+use crate::util::load::{heavy, timed};
+use crate::util::now;
 
 async fn issuer(lifetime: u64) -> Issuer {
-    Issuer::builder()
-        .user(EMAIL, PASSWORD)
-        .client(CLIENT_ID, CLIENT_SECRET)
-        .token_lifetime(Duration::from_secs(lifetime))
-        .test_controls(true)
-        .start()
-        .await
-        .unwrap()
+    start(
+        builder()
+            .token_lifetime(Duration::from_secs(lifetime))
+            .test_controls(true),
+    )
+    .await
 }
 
 fn spec(iss: &Issuer) -> ProfileSpec {
@@ -62,6 +53,7 @@ fn engine_with(profiles: Vec<(&str, ProfileSpec, &str)>) -> Arc<Engine> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_concurrent_callers_make_one_request() {
+    let _heavy = heavy();
     let iss = issuer(900).await;
     // a slow issuer widens the window in which callers pile up
     iss.inject(Fault::Delay(Duration::from_millis(500)), 1);
@@ -84,6 +76,7 @@ async fn five_hundred_concurrent_callers_make_one_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_grant_and_method_through_the_engine_and_whoami() {
+    let _timed = timed();
     let iss = issuer(900).await;
     let with = |m: &str| ProfileSpec {
         auth_method: Some(m.parse().unwrap()),
@@ -119,6 +112,7 @@ async fn every_grant_and_method_through_the_engine_and_whoami() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_creates_a_client_that_then_works() {
+    let _timed = timed();
     let iss = issuer(900).await;
     let engine = engine_with(vec![]);
     let reply = engine
@@ -162,6 +156,7 @@ async fn login_creates_a_client_that_then_works() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_tokens_stay_fresh_for_every_caller() {
+    let _timed = timed();
     // 4 s tokens for ~16 s, callers asking for 1 s of validity
     let iss = issuer(4).await;
     let s = ProfileSpec {
@@ -204,6 +199,7 @@ async fn short_tokens_stay_fresh_for_every_caller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_storm_is_ridden_out_on_the_valid_token() {
+    let _timed = timed();
     // 8 s tokens refreshed at a quarter of their life, so the storm starts early
     let iss = issuer(8).await;
     let s = ProfileSpec {
@@ -220,7 +216,7 @@ async fn a_503_storm_is_ridden_out_on_the_valid_token() {
         },
         2,
     );
-    let deadline = Instant::now() + Duration::from_secs(12);
+    let deadline = Deadline::after(Duration::from_secs(12));
     let mut served_old_during_storm = 0;
     loop {
         let t = engine.token(None, Duration::from_secs(1)).await.unwrap();
@@ -232,7 +228,7 @@ async fn a_503_storm_is_ridden_out_on_the_valid_token() {
         if c.tokens_issued >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "no recovery: {c:?}");
+        assert!(!deadline.passed(), "no recovery: {c:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(served_old_during_storm > 0);
@@ -244,6 +240,7 @@ async fn a_503_storm_is_ridden_out_on_the_valid_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_on_429_is_honoured() {
+    let _timed = timed();
     let iss = issuer(900).await;
     iss.inject(
         Fault::Status {
@@ -268,6 +265,7 @@ async fn retry_after_on_429_is_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_client_fails_without_hammering() {
+    let _timed = timed();
     let iss = issuer(900).await;
     let engine = engine_with(vec![("p", spec(&iss), "not-the-secret")]);
     for _ in 0..20 {
@@ -289,6 +287,7 @@ async fn invalid_client_fails_without_hammering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_issuer_gives_a_bounded_error() {
+    let _timed = timed();
     let iss = issuer(900).await;
     iss.inject(Fault::Hang, 100);
     let s = ProfileSpec {

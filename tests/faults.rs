@@ -14,9 +14,6 @@
 //! one last test does it with the real binaries and `ce-auth status`.
 //! `cargo test --test faults -- --nocapture` prints the figures.
 
-mod client_support;
-mod faults_support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +21,17 @@ use ce_auth::daemon::engine::Engine;
 use ce_auth::daemon::engine::schedule::PERMANENT_RETRY;
 use ce_auth::protocol::ErrorCode;
 use ce_auth::spec::ProfileSpec;
-use ce_auth_issuer::Fault;
-use faults_support::*;
+use ce_auth_issuer::{Fault, Issuer};
 use serde_json::json;
+
+use crate::util::issuer::{
+    CLIENT_ID, CLIENT_SECRET, CLIENT2_ID, CLIENT2_SECRET, builder, jwt_claim, quiet_port, start,
+};
+use crate::util::load::timed;
+use crate::util::process::stderr;
+use crate::util::watcher::*;
+use crate::util::world::World;
+use crate::util::{now, secs};
 
 /// Seconds a request may take before the engine gives up on it.
 const TIMEOUT: u64 = 1;
@@ -98,6 +103,17 @@ fn transient_kinds() -> Vec<Kind> {
             "already expired",
         ),
     ]
+}
+
+/// An issuer with both clients and `lifetime`-second tokens, on `port` (0: any).
+async fn issuer(lifetime: u64, port: u16) -> Issuer {
+    start(
+        builder()
+            .client(CLIENT2_ID, CLIENT2_SECRET)
+            .token_lifetime(Duration::from_secs(lifetime))
+            .port(port),
+    )
+    .await
 }
 
 fn engine_for(url: &str, client_id: &str, secret: &str) -> Arc<Engine> {
@@ -206,6 +222,7 @@ async fn transient_outage(kind: Kind, outage: f64, lifetime: u64) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_ridden_out_within_the_backoff_schedule() {
+    let _timed = timed();
     // 3.5 s outages inside a 6 s token's life
     let scenarios = transient_kinds()
         .into_iter()
@@ -217,6 +234,7 @@ async fn transient_faults_are_ridden_out_within_the_backoff_schedule() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_past_expiry_never_serve_the_expired_token() {
+    let _timed = timed();
     // 4.5 s outages, 3 s tokens: callers meet the gap
     let kinds: Vec<Kind> = transient_kinds()
         .into_iter()
@@ -237,6 +255,7 @@ async fn transient_faults_past_expiry_never_serve_the_expired_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_an_outage_past_expiry_the_background_retry_still_happens() {
+    let _timed = timed();
     // nobody asks for a token once the outage starts: only the background
     // refresher can bring one back, so the outcome does not hang on how long
     // some caller happens to wait
@@ -299,8 +318,8 @@ async fn after_an_outage_past_expiry_the_background_retry_still_happens() {
 async fn permanent_fault(
     name: &'static str,
     error_text: &'static str,
-    fault: impl FnOnce(&ce_auth_issuer::Issuer),
-    recover: impl AsyncFnOnce(&ce_auth_issuer::Issuer, &Engine),
+    fault: impl FnOnce(&Issuer),
+    recover: impl AsyncFnOnce(&Issuer, &Engine),
 ) -> Report {
     let iss = issuer(4, 0).await;
     let engine = engine_for(&iss.token_url(), CLIENT_ID, CLIENT_SECRET);
@@ -379,6 +398,7 @@ async fn permanent_fault(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_refusals_keep_the_valid_token_and_stop_asking() {
+    let _timed = timed();
     let mac = scenario(
         "token_type mac (refresh to recover)",
         permanent_fault(
@@ -466,6 +486,7 @@ async fn odd_expiry(name: &'static str, fault: Fault) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_expiry_and_type_fields_never_outlive_the_token() {
+    let _timed = timed();
     let months = now() + 2.0e7;
     run_all(vec![
         scenario(
@@ -522,10 +543,11 @@ async fn odd_expiry_and_type_fields_never_outlive_the_token() {
 }
 
 /// The issuer stops for `down` seconds and comes back on the same port with
-/// a new signing key.
+/// a new signing key. The port is a quiet one, so nothing else can take it
+/// while the issuer is down.
 async fn restart(name: &'static str, lifetime: u64, down: f64) -> Report {
-    let iss = issuer(lifetime, 0).await;
-    let port = iss.local_addr().port();
+    let port = quiet_port();
+    let iss = issuer(lifetime, port).await;
     let url = iss.token_url();
     let engine = engine_for(&url, CLIENT_ID, CLIENT_SECRET);
     let first = engine.token(None, Duration::from_secs(1)).await.unwrap();
@@ -588,6 +610,7 @@ async fn restart(name: &'static str, lifetime: u64, down: f64) -> Report {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_issuer_restart_with_a_new_signing_key() {
+    let _timed = timed();
     run_all(vec![
         scenario(
             "restart, 3 s down, 6 s token",
@@ -605,7 +628,8 @@ async fn an_issuer_restart_with_a_new_signing_key() {
 fn the_cli_tells_the_truth_about_an_outage() {
     // the real binaries: a 15-minute token rides out a 503 storm while
     // `ce-auth refresh` reports the outage and `status` shows it
-    let w = client_support::World::started();
+    let _timed = timed();
+    let w = World::started();
     let reply: serde_json::Value = serde_json::from_str(&w.ok(&["token", "--json"])).unwrap();
     let token = reply["access_token"].as_str().unwrap().to_string();
     w.issuer.inject(status_fault(503, Some(1)), 1_000_000);
@@ -614,9 +638,9 @@ fn the_cli_tells_the_truth_about_an_outage() {
         out.status.code(),
         Some(ce_auth::exit::client::ISSUER_UNAVAILABLE),
         "{}",
-        client_support::stderr(&out)
+        stderr(&out)
     );
-    assert!(client_support::stderr(&out).contains("503"));
+    assert!(stderr(&out).contains("503"));
     assert_eq!(w.token(), token, "the valid token is still served");
     let st: ce_auth::protocol::StatusReply =
         serde_json::from_str(&w.ok(&["status", "--json"])).unwrap();

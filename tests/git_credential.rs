@@ -1,11 +1,11 @@
 //! `ce-auth git-credential` driven by real `git credential fill`, against the
 //! real daemon and the emulated issuer.
 
-mod client_support;
-
 use std::process::Command;
 
-use client_support::*;
+use crate::util::issuer::CLIENT_ID;
+use crate::util::process::{CE_AUTH, assert_success, run_with_stdin};
+use crate::util::world::{GIT_HOST, World};
 
 /// `git credential fill` with only our helper configured, no user or system config.
 fn git_fill(w: &World, input: &str) -> std::process::Output {
@@ -14,7 +14,7 @@ fn git_fill(w: &World, input: &str) -> std::process::Output {
     cmd.args(["-c", "credential.helper="])
         .args(["-c", &format!("credential.helper={helper}")])
         .args(["credential", "fill"])
-        .env("HOME", w.dir.path())
+        .env("HOME", w.home.path())
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .env("GIT_TERMINAL_PROMPT", "0")

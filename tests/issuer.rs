@@ -3,34 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-use ce_auth_issuer::{Counters, Fault, Issuer, IssuerBuilder};
+use ce_auth_issuer::{Counters, Fault, Issuer};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const EMAIL: &str = "ci@example.com";
-const PASSWORD: &str = "ci-password";
-const CLIENT_ID: &str = "seeded-client";
-const CLIENT_SECRET: &str = "seeded-secret-0123456789";
+use crate::util::deadline::Deadline;
+use crate::util::issuer::{
+    CLIENT_ID, CLIENT_SECRET, EMAIL, PASSWORD, builder, http, quiet_port, start,
+};
+use crate::util::load::timed;
+
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-
-fn builder() -> IssuerBuilder {
-    Issuer::builder()
-        .user(EMAIL, PASSWORD)
-        .client(CLIENT_ID, CLIENT_SECRET)
-}
-
-async fn start(b: IssuerBuilder) -> Issuer {
-    b.start().await.expect("issuer starts")
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("http client")
-}
 
 fn now() -> u64 {
     jsonwebtoken::get_current_timestamp()
@@ -704,6 +688,7 @@ async fn client_assertions_are_checked_claim_by_claim() {
 
 #[tokio::test]
 async fn users_me_refuses_missing_tampered_foreign_and_expired_tokens() {
+    let _timed = timed();
     let issuer = start(builder().token_lifetime(Duration::from_secs(1))).await;
     let other = start(builder()).await;
     let c = http();
@@ -736,7 +721,7 @@ async fn users_me_refuses_missing_tampered_foreign_and_expired_tokens() {
     assert_unauthorized(r).await;
 
     // a 1 s token is refused once it has expired
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Deadline::after(Duration::from_secs(5));
     loop {
         let r = users_me(&c, &issuer, &token).await;
         if r.status() == StatusCode::UNAUTHORIZED {
@@ -744,7 +729,7 @@ async fn users_me_refuses_missing_tampered_foreign_and_expired_tokens() {
             break;
         }
         assert_eq!(r.status(), StatusCode::OK);
-        assert!(Instant::now() < deadline, "token still accepted after 5 s");
+        assert!(!deadline.passed(), "token still accepted after 5 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -876,7 +861,10 @@ async fn reset_fault_resets_the_tcp_connection() {
     let issuer = start(builder()).await;
     issuer.inject(Fault::Reset, 2);
 
-    let body = "grant_type=password&username=ci%40example.com&password=ci-password";
+    let body = format!(
+        "grant_type=password&username={}&password={PASSWORD}",
+        EMAIL.replace('@', "%40")
+    );
     let request = format!(
         "POST /api/v1/auth/jwt/token HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
         issuer.local_addr(),
@@ -920,7 +908,9 @@ async fn port_closed(addr: std::net::SocketAddr) -> bool {
 
 #[tokio::test]
 async fn a_hung_request_does_not_keep_the_issuer_from_stopping() {
-    let issuer = start(builder()).await;
+    let _timed = timed();
+    // a quiet port: once closed, nothing running beside this test reopens it
+    let issuer = start(builder().port(quiet_port())).await;
     let addr = issuer.local_addr();
     issuer.inject(Fault::Hang, 1);
     let impatient = reqwest::Client::builder()
@@ -942,14 +932,11 @@ async fn a_hung_request_does_not_keep_the_issuer_from_stopping() {
             .send()
             .await
     });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while issuer.counters().token_requests < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the second request never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Deadline::after(Duration::from_secs(5))
+        .wait_for_async("the second request", || {
+            (issuer.counters().token_requests >= 2).then_some(())
+        })
+        .await;
     let started = Instant::now();
     issuer.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -960,13 +947,14 @@ async fn a_hung_request_does_not_keep_the_issuer_from_stopping() {
 
 #[tokio::test]
 async fn dropping_the_issuer_stops_it() {
-    let issuer = start(builder()).await;
+    // a quiet port: once closed, nothing running beside this test reopens it
+    let issuer = start(builder().port(quiet_port())).await;
     let addr = issuer.local_addr();
     assert!(!port_closed(addr).await);
     drop(issuer);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Deadline::after(Duration::from_secs(5));
     while !port_closed(addr).await {
-        assert!(Instant::now() < deadline, "port still open 5 s after drop");
+        assert!(!deadline.passed(), "port still open 5 s after drop");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -4,75 +4,16 @@
 //! environment; secret files open to others are refused; the socket directory
 //! and socket are private; `status` reports the daemon's hardening.
 
-mod authd_support;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 
-use authd_support::{Authd, DEADLINE, Spec, wait_for};
-use ce_auth_issuer::Issuer;
 use serde_json::{Value, json};
 
-/// An emulated issuer with one user and one API client, served from its own runtime.
-struct TestIssuer {
-    issuer: Option<Issuer>,
-    rt: tokio::runtime::Runtime,
-    client_id: String,
-    client_secret: String,
-    email: String,
-    password: String,
-}
-
-impl TestIssuer {
-    fn start() -> TestIssuer {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let client_id = uuid::Uuid::new_v4().to_string();
-        let client_secret = format!("cs-{}", uuid::Uuid::new_v4().simple());
-        let email = "leaks@example.com".to_string();
-        let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
-        let issuer = rt
-            .block_on(
-                Issuer::builder()
-                    .user(&email, &password)
-                    .client(&client_id, &client_secret)
-                    .start(),
-            )
-            .expect("issuer starts");
-        TestIssuer {
-            issuer: Some(issuer),
-            rt,
-            client_id,
-            client_secret,
-            email,
-            password,
-        }
-    }
-
-    fn token_url(&self) -> String {
-        self.issuer.as_ref().unwrap().token_url()
-    }
-}
-
-impl Drop for TestIssuer {
-    fn drop(&mut self) {
-        if let Some(i) = self.issuer.take() {
-            self.rt.block_on(i.shutdown());
-        }
-    }
-}
-
-/// Writes `text` to `dir/name` with `mode` and returns the path.
-fn file(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-    p
-}
+use crate::util::daemon::{Authd, Home, Spec};
+use crate::util::deadline::{DEADLINE, wait_for};
+use crate::util::issuer::{Account, TestIssuer};
+use crate::util::process::{CE_AUTH, Proc};
 
 /// Checks a token reply and adds its token to the secrets to look for.
 fn keep_token(secrets: &mut Vec<(String, String)>, what: &str, r: &Value) {
@@ -93,10 +34,11 @@ fn http_get(socket: &std::path::Path, target: &str) -> String {
 
 #[test]
 fn no_secret_or_token_in_any_output_at_trace_level() {
-    let issuer = TestIssuer::start();
-    let dir = Authd::dir();
-    let secret = file(dir.path(), "alpha.secret", &issuer.client_secret, 0o600);
-    let password = file(dir.path(), "pw.password", &issuer.password, 0o600);
+    let issuer = TestIssuer::start(Account::random());
+    let account = &issuer.account;
+    let home = Home::new();
+    let secret = home.file("alpha.secret", &account.client_secret, 0o600);
+    let password = home.file("pw.password", &account.password, 0o600);
     let config = format!(
         "default_profile = \"alpha\"\n\n\
          [profiles.alpha]\ntoken_url = \"{url}\"\nauth_method = \"client_secret_basic\"\n\
@@ -106,13 +48,13 @@ fn no_secret_or_token_in_any_output_at_trace_level() {
          [profiles.pw]\ntoken_url = \"{url}\"\ngrant = \"password\"\n\
          username = \"{email}\"\npassword_file = \"{password}\"\n",
         url = issuer.token_url(),
-        id = issuer.client_id,
+        id = account.client_id,
         secret = secret.display(),
-        email = issuer.email,
+        email = account.email,
         password = password.display(),
     );
     let d = Authd::start_in(
-        dir,
+        &home,
         Spec {
             config: Some(config),
             log_level: Some("trace".into()),
@@ -121,8 +63,8 @@ fn no_secret_or_token_in_any_output_at_trace_level() {
     );
     let mut c = d.client();
     let mut secrets: Vec<(String, String)> = vec![
-        ("client secret".into(), issuer.client_secret.clone()),
-        ("password".into(), issuer.password.clone()),
+        ("client secret".into(), account.client_secret.clone()),
+        ("password".into(), account.password.clone()),
     ];
 
     // every op, on one connection and with the tokens collected
@@ -155,8 +97,8 @@ fn no_secret_or_token_in_any_output_at_trace_level() {
     );
     let r = c.call(&json!({"op": "add", "profile": "beta",
         "settings": {"token_url": issuer.token_url(), "auth_method": "client_secret_post",
-                     "client_id": issuer.client_id},
-        "secret": issuer.client_secret}));
+                     "client_id": account.client_id},
+        "secret": account.client_secret}));
     assert_eq!(r["ok"], true, "{r}");
     keep_token(
         &mut secrets,
@@ -168,7 +110,7 @@ fn no_secret_or_token_in_any_output_at_trace_level() {
         true
     );
     let login = c.call(&json!({"op": "login", "token_url": issuer.token_url(),
-        "email": issuer.email, "password": issuer.password}));
+        "email": account.email, "password": account.password}));
     assert_eq!(login["ok"], true, "{login}");
     secrets.push((
         "created client secret".into(),
@@ -181,21 +123,20 @@ fn no_secret_or_token_in_any_output_at_trace_level() {
     assert_eq!(c.call(&json!({"op": "reload"}))["ok"], true);
     // failures that carry a secret where it does not belong
     let wrong = [
-        json!({"op": "token", "min_ttl": issuer.client_secret}),
-        json!({"op": "add", "profile": "bad", "settings": {"client_id": issuer.password}}),
-        json!({"op": "add", "profile": "bad", "settings": {"bogus": issuer.client_secret}}),
-        json!({"op": "login", "email": issuer.email, "password": 5}),
-        json!({"op": "login", "token_url": issuer.token_url(), "email": issuer.email,
-               "password": format!("{}-wrong", issuer.password)}),
-        json!({"op": "hello", "version": 99, "client": issuer.password}),
+        json!({"op": "token", "min_ttl": account.client_secret}),
+        json!({"op": "add", "profile": "bad", "settings": {"client_id": account.password}}),
+        json!({"op": "add", "profile": "bad", "settings": {"bogus": account.client_secret}}),
+        json!({"op": "login", "email": account.email, "password": 5}),
+        json!({"op": "login", "token_url": issuer.token_url(), "email": account.email,
+               "password": format!("{}-wrong", account.password)}),
+        json!({"op": "hello", "version": 99, "client": account.password}),
     ];
     for req in wrong {
         let r = c.call(&req);
         assert_eq!(r["ok"], false, "{req} -> {r}");
     }
     // an op name that tries to forge a log line
-    c.send_raw(b"{\"op\":\"x\\nINFO forged line\\u001b[2K\"}\n")
-        .unwrap();
+    c.send_raw(b"{\"op\":\"x\\nINFO forged line\\u001b[2K\"}\n");
     assert_eq!(c.recv()["error"]["code"], "bad_request");
     // the HTTP face
     let h = http_get(&d.socket, "/v1/token?profile=alpha");
@@ -264,27 +205,21 @@ fn no_secret_or_token_in_any_output_at_trace_level() {
 fn secret_files_open_to_group_or_others_are_refused() {
     let secret_text = format!("cs-{}", uuid::Uuid::new_v4().simple());
     for mode in [0o640, 0o604, 0o660] {
-        let dir = Authd::dir();
-        let secret = file(dir.path(), "alpha.secret", &secret_text, mode);
+        let home = Home::new();
+        let secret = home.file("alpha.secret", &secret_text, mode);
         let config = format!(
             "[profiles.alpha]\ntoken_url = \"http://127.0.0.1:9/token\"\n\
              client_id = \"x\"\nclient_secret_file = \"{}\"\n",
             secret.display()
         );
-        let mut child = Authd::command(
-            dir.path(),
-            &Spec {
-                config: Some(config),
-                log_level: Some("trace".into()),
-                ..Spec::default()
-            },
-        )
-        .spawn()
-        .unwrap();
-        let st = wait_for("ce-authd to refuse the configuration", || {
-            child.try_wait().unwrap()
-        });
-        let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        let spec = Spec {
+            config: Some(config),
+            log_level: Some("trace".into()),
+            ..Spec::default()
+        };
+        let mut child = Proc::spawn(&mut home.daemon_command(&spec), home.path(), "ce-authd");
+        let st = wait_for("ce-authd to refuse the configuration", || child.try_wait());
+        let stderr = child.stderr();
         assert_eq!(
             st.code(),
             Some(ce_auth::exit::client::CONFIG),
@@ -293,14 +228,14 @@ fn secret_files_open_to_group_or_others_are_refused() {
         assert!(stderr.contains("accessible by group or others"), "{stderr}");
         assert!(stderr.contains("chmod 600"), "{stderr}");
         assert!(!stderr.contains(&secret_text), "the secret in the refusal");
-        assert!(!dir.path().join("run/agent.sock").exists());
+        assert!(!home.socket().exists());
     }
 
     // a profile added at runtime may not name a file at all (the daemon's
     // files are the config file's business), open to others or not
-    let dir = Authd::dir();
-    let open = file(dir.path(), "open.secret", &secret_text, 0o644);
-    let d = Authd::start_in(dir, Spec::default());
+    let home = Home::new();
+    let open = home.file("open.secret", &secret_text, 0o644);
+    let d = Authd::start_in(&home, Spec::default());
     let r = d.client().call(&json!({"op": "add", "profile": "p",
         "settings": {"token_url": "http://127.0.0.1:9/token", "client_id": "x",
                      "client_secret_file": open.display().to_string()}}));
@@ -317,9 +252,9 @@ fn secret_files_open_to_group_or_others_are_refused() {
 #[test]
 fn the_socket_directory_and_socket_are_private() {
     // the daemon creates a missing directory 0700 and the socket 0600
-    let dir = Authd::dir();
-    std::fs::remove_dir(dir.path().join("run")).unwrap();
-    let d = Authd::start_in(dir, Spec::default());
+    let home = Home::new();
+    std::fs::remove_dir(home.run_dir()).unwrap();
+    let d = Authd::start_in(&home, Spec::default());
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(d.socket.parent().unwrap()), 0o700);
     assert_eq!(mode(&d.socket), 0o600);
@@ -327,16 +262,16 @@ fn the_socket_directory_and_socket_are_private() {
 
     // an existing directory open to others is refused, not silently "fixed"
     for open in [0o755, 0o770, 0o707] {
-        let dir = Authd::dir();
-        let run = dir.path().join("run");
+        let home = Home::new();
+        let run = home.run_dir();
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(open)).unwrap();
-        let mut child = Authd::command(dir.path(), &Spec::default())
-            .spawn()
-            .unwrap();
-        let st = wait_for("ce-authd to refuse the directory", || {
-            child.try_wait().unwrap()
-        });
-        let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        let mut child = Proc::spawn(
+            &mut home.daemon_command(&Spec::default()),
+            home.path(),
+            "ce-authd",
+        );
+        let st = wait_for("ce-authd to refuse the directory", || child.try_wait());
+        let stderr = child.stderr();
         assert!(!st.success(), "mode {open:o} accepted: {stderr}");
         assert!(stderr.contains("chmod 700"), "{stderr}");
         assert_eq!(mode(&run), open, "the directory was changed");
@@ -350,10 +285,10 @@ fn ce_auth_status_shows_the_daemons_hardening() {
     let status = d.client().call(&json!({"op": "status"}));
     assert_eq!(status["dumpable"], false, "{status}");
     let locked = status["memory_locked"].as_bool().expect("memory_locked");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ce-auth"))
+    let out = std::process::Command::new(CE_AUTH)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", d.dir.path())
+        .env("HOME", d.home.path())
         .env("CE_AUTH_NO_AUTOSTART", "1")
         .arg("--socket")
         .arg(&d.socket)

@@ -4,8 +4,6 @@
 //! broken configurations (the old one is kept and the error reported), and
 //! an unwritable pidfile or token file (a clear error, not a crash).
 
-mod client_support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -15,7 +13,12 @@ use ce_auth::client::Client;
 use ce_auth::exit::client as exit;
 use ce_auth::protocol::StatusReply;
 use ce_auth_issuer::Fault;
-use client_support::*;
+
+use crate::util::deadline::{Deadline, wait_for};
+use crate::util::issuer::CLIENT_SECRET;
+use crate::util::load::timed;
+use crate::util::process::{CE_AUTHD, assert_success, exited, run_with_stdin, stderr};
+use crate::util::world::World;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -37,16 +40,6 @@ fn processes_with(needle: &str) -> Vec<i32> {
     pids
 }
 
-/// True once `pid` is gone (or a zombie).
-fn exited(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
-}
-
 fn kill(pid: i32, sig: rustix::process::Signal) {
     if let Some(p) = rustix::process::Pid::from_raw(pid) {
         let _ = rustix::process::kill_process(p, sig);
@@ -63,8 +56,9 @@ impl Drop for Reaper {
     fn drop(&mut self) {
         for pid in processes_with(&self.socket) {
             kill(pid, rustix::process::Signal::TERM);
-            let end = Instant::now() + Duration::from_secs(10);
-            while !exited(pid) && Instant::now() < end {
+            let end = Deadline::after(Duration::from_secs(10));
+            // a daemon deaf to SIGTERM gets SIGKILL, not a failed test
+            while !exited(pid) && !end.passed() {
                 std::thread::sleep(Duration::from_millis(20));
             }
             kill(pid, rustix::process::Signal::KILL);
@@ -98,15 +92,15 @@ fn run_within(cmd: &mut Command, limit: Duration) -> Output {
 
 #[test]
 fn after_sigkill_clients_autostart_one_daemon_on_the_reclaimed_socket() {
+    let _timed = timed();
     let mut w = World::started();
     let _reaper = Reaper {
         socket: w.socket.display().to_string(),
     };
     let before = w.token();
-    let child = w.daemon().expect("daemon child");
-    let first_pid = child.id() as i32;
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    let daemon = w.daemon().expect("daemon child");
+    let first_pid = daemon.pid();
+    daemon.kill();
     assert!(w.socket.exists(), "SIGKILL leaves the socket file behind");
 
     // without autostart: a prompt, clear "not running", naming the socket
@@ -159,7 +153,7 @@ fn after_sigkill_clients_autostart_one_daemon_on_the_reclaimed_socket() {
     let pid = daemon_pid(&w.socket);
     assert_ne!(pid, first_pid);
     // losers of the start race are gone; one daemon serves the socket
-    let serving = wait_for("the start race's losers to exit", LIMIT, || {
+    let serving = wait_for("the start race's losers to exit", || {
         let p = processes_with(&w.socket.display().to_string());
         (p.len() == 1).then_some(p)
     });
@@ -187,7 +181,7 @@ fn after_sigkill_clients_autostart_one_daemon_on_the_reclaimed_socket() {
     assert_eq!(w.token().as_bytes(), outs[0].stdout.trim_ascii_end());
 
     w.ok(&["stop"]);
-    wait_for("the autostarted daemon to exit", LIMIT, || {
+    wait_for("the autostarted daemon to exit", || {
         exited(pid).then_some(())
     });
     assert!(!w.socket.exists(), "a clean stop removes the socket");
@@ -195,6 +189,7 @@ fn after_sigkill_clients_autostart_one_daemon_on_the_reclaimed_socket() {
 
 #[test]
 fn a_request_cut_off_by_sigkill_fails_fast_and_a_retry_recovers() {
+    let _timed = timed();
     let mut w = World::started();
     let _reaper = Reaper {
         socket: w.socket.display().to_string(),
@@ -208,12 +203,10 @@ fn a_request_cut_off_by_sigkill_fails_fast_and_a_retry_recovers() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ce-auth");
-    wait_for("the daemon to ask the issuer", LIMIT, || {
+    wait_for("the daemon to ask the issuer", || {
         (w.issuer.counters().token_requests == 1).then_some(())
     });
-    let child = w.daemon().expect("daemon child");
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reaped");
+    w.daemon().expect("daemon child").kill();
     let killed_at = Instant::now();
     let out = waiting.wait_with_output().expect("wait");
     assert!(
@@ -235,7 +228,7 @@ fn a_request_cut_off_by_sigkill_fails_fast_and_a_retry_recovers() {
     assert_success(&out, &["token (retry)"]);
     let pid = daemon_pid(&w.socket);
     w.ok(&["stop"]);
-    wait_for("the daemon to exit", LIMIT, || exited(pid).then_some(()));
+    wait_for("the daemon to exit", || exited(pid).then_some(()));
 }
 
 #[test]
@@ -243,7 +236,7 @@ fn a_reload_with_a_broken_config_keeps_the_old_one_and_says_why() {
     let w = World::started();
     let token = w.token();
     let good = std::fs::read_to_string(&w.config).expect("config");
-    let secret = w.dir.path().join("dev.secret");
+    let secret = w.home.path().join("dev.secret");
     let name = w.config.display().to_string();
 
     type Break = Box<dyn Fn(&World)>;
@@ -292,7 +285,7 @@ fn a_reload_with_a_broken_config_keeps_the_old_one_and_says_why() {
         // put it right
         std::fs::write(&w.config, &good).unwrap();
         std::fs::set_permissions(
-            w.dir.path().join("dev.secret"),
+            w.home.path().join("dev.secret"),
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
@@ -306,9 +299,9 @@ fn a_reload_with_a_broken_config_keeps_the_old_one_and_says_why() {
 #[test]
 fn an_unwritable_pidfile_is_a_clear_error_not_a_crash() {
     let w = World::new();
-    let dir = w.dir.path().join("a-directory");
+    let dir = w.home.path().join("a-directory");
     std::fs::create_dir(&dir).unwrap();
-    let file = w.dir.path().join("a-file");
+    let file = w.home.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     // a directory where the pidfile should be; a file where its directory should be
     for pidfile in [dir.clone(), file.join("ce-authd.pid")] {
@@ -338,7 +331,7 @@ fn an_unwritable_pidfile_is_a_clear_error_not_a_crash() {
 #[test]
 fn an_unwritable_token_file_is_reported_while_serving_goes_on() {
     let mut w = World::new();
-    let out_dir = w.dir.path().join("tokens");
+    let out_dir = w.home.path().join("tokens");
     std::fs::create_dir(&out_dir).unwrap();
     let token_file = out_dir.join("dev.token");
     let mut text = std::fs::read_to_string(&w.config).unwrap();
@@ -348,7 +341,7 @@ fn an_unwritable_token_file_is_reported_while_serving_goes_on() {
 
     let token = w.token();
     // the file is written just after the token is cached
-    wait_for("the token file", LIMIT, || {
+    wait_for("the token file", || {
         (std::fs::read_to_string(&token_file).ok()? == token).then_some(())
     });
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
@@ -359,7 +352,7 @@ fn an_unwritable_token_file_is_reported_while_serving_goes_on() {
     let out = w.ok(&["refresh"]);
     assert!(out.starts_with("refreshed profile dev"), "{out}");
     // the write is attempted just after the token is cached
-    let err = wait_for("the token_file error in status", LIMIT, || {
+    let err = wait_for("the token_file error in status", || {
         status_json(&w).profiles[0].last_error.clone()
     });
     assert!(
@@ -378,15 +371,15 @@ fn an_unwritable_token_file_is_reported_while_serving_goes_on() {
     std::fs::create_dir(&out_dir).unwrap();
     w.ok(&["refresh"]);
     let latest = w.token();
-    wait_for("the token file again", LIMIT, || {
+    wait_for("the token file again", || {
         (std::fs::read_to_string(&token_file).ok()? == latest).then_some(())
     });
-    wait_for("the error to clear", LIMIT, || {
+    wait_for("the error to clear", || {
         status_json(&w).profiles[0]
             .last_error
             .is_none()
             .then_some(())
     });
-    let child = w.daemon().expect("daemon");
-    assert!(child.try_wait().unwrap().is_none(), "the daemon still runs");
+    let daemon = w.daemon().expect("daemon");
+    assert!(daemon.try_wait().is_none(), "the daemon still runs");
 }

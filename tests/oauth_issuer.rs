@@ -2,34 +2,24 @@
 //! every grant and client authentication method, expiry sources, and each
 //! error class (transient and permanent).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ce_auth::daemon::config::{Profile, ProfileSpec};
 use ce_auth::daemon::oauth::{self, ErrorClass, ExpirySource, HttpClients, Token, TokenError};
 use ce_auth::secret::Secret;
 use ce_auth_issuer::{Fault, Issuer};
 
-const EMAIL: &str = "me@example.com";
-const PASSWORD: &str = "correct-horse-battery";
-const CLIENT_ID: &str = "client-1";
-const CLIENT_SECRET: &str = "client-secret-0123456789abcdef";
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
+use crate::util::issuer::{CLIENT_ID, CLIENT_SECRET, EMAIL, PASSWORD, builder, quiet_port, start};
+use crate::util::load::timed;
+use crate::util::now;
 
 async fn issuer() -> Issuer {
-    Issuer::builder()
-        .user(EMAIL, PASSWORD)
-        .client(CLIENT_ID, CLIENT_SECRET)
-        .token_lifetime(Duration::from_secs(900))
-        .test_controls(true)
-        .start()
-        .await
-        .unwrap()
+    start(
+        builder()
+            .token_lifetime(Duration::from_secs(900))
+            .test_controls(true),
+    )
+    .await
 }
 
 fn client_profile(iss: &Issuer, method: &str, secret: &str) -> Profile {
@@ -74,6 +64,7 @@ fn assert_fresh(t: &Token) {
 
 #[tokio::test]
 async fn every_client_authentication_method() {
+    let _timed = timed();
     let iss = issuer().await;
     for method in [
         "client_secret_basic",
@@ -115,6 +106,7 @@ async fn password_grant() {
 
 #[tokio::test]
 async fn rejected_credentials_are_permanent_and_secret_free() {
+    let _timed = timed();
     let iss = issuer().await;
     for method in [
         "client_secret_basic",
@@ -144,6 +136,7 @@ async fn rejected_credentials_are_permanent_and_secret_free() {
 
 #[tokio::test]
 async fn transient_faults() {
+    let _timed = timed();
     let iss = issuer().await;
     let p = client_profile(&iss, "client_secret_post", CLIENT_SECRET);
     let cases: Vec<(Fault, &str)> = vec![
@@ -197,6 +190,7 @@ async fn transient_faults() {
 
 #[tokio::test]
 async fn expiry_sources_and_token_types() {
+    let _timed = timed();
     let iss = issuer().await;
     let p = client_profile(&iss, "client_secret_basic", CLIENT_SECRET);
     iss.inject(Fault::MissingField("expires_in".into()), 1);
@@ -226,6 +220,7 @@ async fn expiry_sources_and_token_types() {
 
 #[tokio::test]
 async fn wrong_endpoint_is_permanent_and_closed_port_transient() {
+    let _timed = timed();
     let iss = issuer().await;
     let mut spec = client_profile(&iss, "client_secret_post", CLIENT_SECRET).spec;
     spec.token_url = Some(format!("{}/no/such/path", iss.base_url()));
@@ -233,11 +228,9 @@ async fn wrong_endpoint_is_permanent_and_closed_port_transient() {
     let e = fetch(&p).await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Permanent, "{e}");
     assert_eq!(e.status, Some(404));
-    // a port nobody listens on: bind one, learn it, close it
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // a port nobody listens on, and that no test running beside this one
+    // can be given meanwhile
+    let port = quiet_port();
     spec.token_url = Some(format!("http://127.0.0.1:{port}/token"));
     let p = Profile::from_spec("p", spec, Some(Secret::new(CLIENT_SECRET.into()))).unwrap();
     let e = fetch(&p).await.unwrap_err();

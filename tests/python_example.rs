@@ -1,12 +1,12 @@
 //! docs/examples/get_token.py (standard-library Python) and docs/examples/token.sh
 //! against the real daemon and the emulated issuer.
 
-mod client_support;
-
 use std::process::Command;
 
 use ce_auth::exit::client as exit;
-use client_support::*;
+
+use crate::util::process::{CE_AUTH, assert_success, run_with_stdin, stderr};
+use crate::util::world::World;
 
 fn example(name: &str) -> String {
     format!("{}/docs/examples/{name}", env!("CARGO_MANIFEST_DIR"))

@@ -5,9 +5,10 @@
 //! `status.memory_locked` agrees with the kernel's `VmLck`.
 #![cfg(target_os = "linux")]
 
-mod authd_support;
-
-use authd_support::{Authd, LineClient, Spec, wait_for};
+use crate::util::daemon::{Authd, Home, Spec};
+use crate::util::deadline::wait_for;
+use crate::util::line::LineClient;
+use crate::util::process::Proc;
 use ce_auth::daemon::engine::MAX_PROFILES;
 use ce_auth_issuer::Issuer;
 use serde_json::{Value, json};
@@ -78,7 +79,7 @@ fn pipeline(c: &mut LineClient, requests: &[Value]) -> Vec<Value> {
             serde_json::to_writer(&mut out, r).unwrap();
             out.push(b'\n');
         }
-        c.send_raw(&out).expect("send");
+        c.send_raw(&out);
         replies.extend(batch.iter().map(|_| c.recv()));
     }
     replies
@@ -280,14 +281,14 @@ fn the_cap_holds_for_the_config_file_at_start_and_on_reload() {
     let issuer = TestIssuer::start();
 
     // too many in the file: the daemon does not start (exit 7, like any bad config)
-    let dir = Authd::dir();
+    let home = Home::new();
     let spec = Spec {
-        config: Some(config_with(&issuer, dir.path(), MAX_PROFILES + 1)),
+        config: Some(config_with(&issuer, home.path(), MAX_PROFILES + 1)),
         ..Spec::default()
     };
-    let mut child = Authd::command(dir.path(), &spec).spawn().unwrap();
-    let st = wait_for("ce-authd to refuse the file", || child.try_wait().unwrap());
-    let stderr = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+    let mut child = Proc::spawn(&mut home.daemon_command(&spec), home.path(), "ce-authd");
+    let st = wait_for("ce-authd to refuse the file", || child.try_wait());
+    let stderr = child.stderr();
     assert_eq!(st.code(), Some(7), "{stderr}");
     assert!(
         stderr.contains(&format!("has {} profiles", MAX_PROFILES + 1))
@@ -297,23 +298,19 @@ fn the_cap_holds_for_the_config_file_at_start_and_on_reload() {
 
     // at the cap with the file and one added at runtime, a reload that adds
     // one more to the file is refused whole
-    let dir = Authd::dir();
+    let home = Home::new();
     let spec = Spec {
-        config: Some(config_with(&issuer, dir.path(), MAX_PROFILES - 1)),
+        config: Some(config_with(&issuer, home.path(), MAX_PROFILES - 1)),
         ..Spec::default()
     };
-    let d = Authd::start_in(dir, spec);
+    let d = Authd::start_in(&home, spec);
     let mut c = d.client();
     assert_eq!(c.call(&issuer.add("runtime"))["ok"], true);
     assert_eq!(
         c.call(&issuer.add("one-more"))["error"]["code"],
         "config_error"
     );
-    std::fs::write(
-        d.dir.path().join("config.toml"),
-        config_with(&issuer, d.dir.path(), MAX_PROFILES),
-    )
-    .unwrap();
+    home.write_config(&config_with(&issuer, home.path(), MAX_PROFILES));
     let r = c.call(&json!({"op": "reload"}));
     assert_eq!(r["error"]["code"], "config_error", "{r}");
     let m = r["error"]["message"].as_str().unwrap();

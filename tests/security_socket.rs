@@ -4,57 +4,20 @@
 //! autostarted daemon's environment, long socket paths and `login` on a fresh
 //! machine.
 
-mod client_support;
-mod server_support;
-
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::util::daemon::Server;
+use crate::util::issuer::{EMAIL, PASSWORD};
+use crate::util::process::{
+    CE_AUTH, CE_AUTHD, OTHER_USER as OTHER, other_uid, run_with_stdin, stderr,
+};
+use crate::util::world::World;
 use ce_auth::daemon::config::DaemonSettings;
-use client_support::{CE_AUTH, CE_AUTHD, EMAIL, PASSWORD, World, run_with_stdin, stderr};
 use serde_json::Value;
-
-const OTHER: &str = "ceauth-other";
-
-/// The uid and gid of a second local user, created when running as root.
-/// `None` (the test is skipped, and says so) when not root, unless
-/// `CE_AUTH_REQUIRE_TWO_UIDS=1`, which CI sets: then it fails instead.
-fn other_uid() -> Option<(u32, u32)> {
-    let required = std::env::var("CE_AUTH_REQUIRE_TWO_UIDS").is_ok_and(|v| v == "1");
-    let skip = |why: &str| {
-        assert!(
-            !required,
-            "two uids are required (CE_AUTH_REQUIRE_TWO_UIDS=1): {why}"
-        );
-        eprintln!("skipped: {why}");
-        None
-    };
-    if rustix::process::geteuid().as_raw() != 0 {
-        return skip("needs root to act as a second user");
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, OTHER]).output().ok()?;
-        String::from_utf8(out.stdout).ok()?.trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let _ = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                OTHER,
-            ])
-            .status();
-    }
-    match (id("-u"), id("-g")) {
-        (Some(u), Some(g)) => Some((u, g)),
-        _ => skip("useradd could not create the second user"),
-    }
-}
 
 /// A python3 that the other user can run (not a shim under /root).
 fn python_for(uid: u32, gid: u32) -> String {
@@ -373,15 +336,15 @@ fn allow_uids_peers_may_read_but_not_change_anything() {
     let Some((uid, gid)) = other_uid() else {
         return;
     };
-    let d = server_support::Daemon::start(DaemonSettings {
+    let d = Server::start(DaemonSettings {
         allow_uids: vec![uid],
         ..Default::default()
     });
     // make the socket reachable to the other uid, so only the daemon's rules apply
-    for dir in d.path.ancestors().skip(1).take(2) {
+    for dir in d.socket.ancestors().skip(1).take(2) {
         chmod(dir, 0o711);
     }
-    chmod(&d.path, 0o666);
+    chmod(&d.socket, 0o666);
     let requests = [
         r#"{"op":"hello","version":1}"#,
         r#"{"op":"status"}"#,
@@ -408,7 +371,7 @@ for line in sys.argv[2:]:
     let out = as_user(uid, gid, &python_for(uid, gid))
         .arg("-c")
         .arg(script)
-        .arg(&d.path)
+        .arg(&d.socket)
         .args(requests)
         .output()
         .unwrap();
@@ -443,7 +406,7 @@ for line in sys.argv[2:]:
     }
     // nothing changed, and the owner still has every op
     let mut c = d.client();
-    let st = c.call(serde_json::json!({"op":"status"}));
+    let st = c.call(&serde_json::json!({"op":"status"}));
     assert_eq!(st["profiles"].as_array().unwrap().len(), 0, "{st}");
     d.stop().unwrap();
 }

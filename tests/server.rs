@@ -1,8 +1,6 @@
 //! The socket server end to end: every op's reply shape, binding rules
 //! (modes, stale sockets, a live daemon), shutdown and the HTTP face.
 
-mod server_support;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -12,7 +10,10 @@ use ce_auth::daemon::config::DaemonSettings;
 use ce_auth::daemon::server::listener::{self, BindError};
 use ce_auth::protocol::{self, PROTOCOL_VERSION};
 use serde_json::{Value, json};
-use server_support::{Daemon, error_code, eventually};
+
+use crate::util::daemon::Server;
+use crate::util::deadline::{DEADLINE, wait_for};
+use crate::util::line::error_code;
 
 const KNOWN_CODES: &[&str] = &[
     "bad_request",
@@ -31,9 +32,9 @@ const KNOWN_CODES: &[&str] = &[
 
 #[test]
 fn hello_reports_version_daemon_and_pid() {
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let mut c = d.client();
-    let r = c.call(json!({"op": "hello", "version": PROTOCOL_VERSION, "client": "test"}));
+    let r = c.call(&json!({"op": "hello", "version": PROTOCOL_VERSION, "client": "test"}));
     assert_eq!(r["ok"], true, "{r}");
     assert_eq!(r["version"], PROTOCOL_VERSION);
     assert_eq!(r["pid"], std::process::id());
@@ -47,31 +48,31 @@ fn hello_reports_version_daemon_and_pid() {
 
 #[test]
 fn hello_with_another_major_version_is_refused_and_connection_stays_usable() {
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let mut c = d.client();
-    let r = c.call(json!({"op": "hello", "version": PROTOCOL_VERSION + 1}));
+    let r = c.call(&json!({"op": "hello", "version": PROTOCOL_VERSION + 1}));
     assert_eq!(error_code(&r), "unsupported_version");
     let msg = r["error"]["message"].as_str().unwrap();
     assert!(msg.contains(&format!("v{PROTOCOL_VERSION}")), "{msg}");
-    let r = c.call(json!({"op": "hello", "version": PROTOCOL_VERSION}));
+    let r = c.call(&json!({"op": "hello", "version": PROTOCOL_VERSION}));
     assert_eq!(r["ok"], true);
     d.stop().unwrap();
 }
 
 #[test]
 fn hello_is_optional() {
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let mut c = d.client();
-    let r = c.call(json!({"op": "status"}));
+    let r = c.call(&json!({"op": "status"}));
     assert_eq!(r["ok"], true, "{r}");
     d.stop().unwrap();
 }
 
 #[test]
 fn status_reports_daemon_state() {
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let mut c = d.client();
-    let r = c.call(json!({"op": "status"}));
+    let r = c.call(&json!({"op": "status"}));
     assert_eq!(r["ok"], true, "{r}");
     let line = serde_json::to_vec(&r).unwrap();
     let st: protocol::StatusReply = protocol::parse_reply(&line).unwrap();
@@ -88,7 +89,7 @@ fn status_reports_daemon_state() {
 
 #[test]
 fn every_op_gets_exactly_one_well_formed_reply_in_order() {
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let mut c = d.client();
     let requests = [
         json!({"op": "hello", "version": 1}),
@@ -146,13 +147,13 @@ fn reload_rereads_the_config_file() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, "").unwrap();
-    let d = Daemon::start_with(
+    let d = Server::start_with(
         DaemonSettings::default(),
         ce_auth::daemon::config::Config::default(),
         Some(cfg.clone()),
     );
     let mut c = d.client();
-    let r = c.call(json!({"op": "reload"}));
+    let r = c.call(&json!({"op": "reload"}));
     assert_eq!(r["ok"], true, "{r}");
     for k in ["added", "removed", "changed", "unchanged"] {
         assert!(r[k].is_array(), "{k} in {r}");
@@ -164,23 +165,23 @@ fn reload_rereads_the_config_file() {
 
 #[test]
 fn shutdown_op_answers_then_stops_the_server_and_removes_the_socket() {
-    let mut d = Daemon::start(DaemonSettings::default());
+    let mut d = Server::start(DaemonSettings::default());
     let mut other = d.client();
-    assert_eq!(other.call(json!({"op":"hello","version":1}))["ok"], true);
+    assert_eq!(other.call(&json!({"op":"hello","version":1}))["ok"], true);
     let mut c = d.client();
-    let r = c.call(json!({"op": "shutdown"}));
+    let r = c.call(&json!({"op": "shutdown"}));
     assert_eq!(r, json!({"ok": true}));
     d.wait_finished().unwrap();
-    assert!(!d.path.exists(), "socket file left behind");
+    assert!(!d.socket.exists(), "socket file left behind");
     // idle connections were closed by the shutdown
     assert!(other.closed_by_server(Duration::from_secs(5)));
-    assert!(UnixStream::connect(&d.path).is_err());
+    assert!(UnixStream::connect(&d.socket).is_err());
 }
 
 #[test]
 fn external_shutdown_removes_the_socket() {
-    let d = Daemon::start(DaemonSettings::default());
-    let path = d.path.clone();
+    let d = Server::start(DaemonSettings::default());
+    let path = d.socket.clone();
     assert!(path.exists());
     d.stop().unwrap();
     assert!(!path.exists());
@@ -188,13 +189,13 @@ fn external_shutdown_removes_the_socket() {
 
 #[test]
 fn socket_dir_is_0700_and_socket_0600() {
-    let d = Daemon::start(DaemonSettings::default());
-    let dir_mode = std::fs::metadata(d.path.parent().unwrap())
+    let d = Server::start(DaemonSettings::default());
+    let dir_mode = std::fs::metadata(d.socket.parent().unwrap())
         .unwrap()
         .permissions()
         .mode()
         & 0o777;
-    let sock_mode = std::fs::metadata(&d.path).unwrap().permissions().mode() & 0o777;
+    let sock_mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(dir_mode, 0o700);
     assert_eq!(sock_mode, 0o600);
     d.stop().unwrap();
@@ -248,22 +249,22 @@ fn stale_socket_is_reclaimed() {
 
 #[test]
 fn second_bind_on_a_live_socket_is_in_use() {
-    let d = Daemon::start(DaemonSettings::default());
-    match listener::bind(&d.path) {
+    let d = Server::start(DaemonSettings::default());
+    match listener::bind(&d.socket) {
         Err(BindError::InUse(p)) => assert!(p.contains("agent.sock")),
         Err(e) => panic!("expected InUse, got {e}"),
         Ok(_) => panic!("second bind succeeded"),
     }
     // the live daemon is unaffected
     let mut c = d.client();
-    assert_eq!(c.call(json!({"op":"hello","version":1}))["ok"], true);
+    assert_eq!(c.call(&json!({"op":"hello","version":1}))["ok"], true);
     d.stop().unwrap();
 }
 
 #[test]
 fn sync_connect_talks_to_the_daemon() {
-    let d = Daemon::start(DaemonSettings::default());
-    let client = ce_auth::client::Client::connect(&d.path).expect("connect");
+    let d = Server::start(DaemonSettings::default());
+    let client = ce_auth::client::Client::connect(&d.socket).expect("connect");
     let hello = client.daemon();
     assert_eq!(hello.version, PROTOCOL_VERSION);
     d.stop().unwrap();
@@ -272,7 +273,7 @@ fn sync_connect_talks_to_the_daemon() {
 /// Raw HTTP/1.1 over the socket, returning (status, body).
 fn http_get(path: &std::path::Path, target: &str) -> (u16, Value) {
     let mut s = UnixStream::connect(path).unwrap();
-    s.set_read_timeout(Some(server_support::DEADLINE)).unwrap();
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
     write!(
         s,
         "GET {target} HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n"
@@ -295,22 +296,22 @@ fn http_get(path: &std::path::Path, target: &str) -> (u16, Value) {
 
 #[test]
 fn http_status_token_and_unknown_paths() {
-    let d = Daemon::start(DaemonSettings::default());
-    let (status, body) = http_get(&d.path, "/v1/status");
+    let d = Server::start(DaemonSettings::default());
+    let (status, body) = http_get(&d.socket, "/v1/status");
     assert_eq!(status, 200);
     assert_eq!(body["ok"], true);
     assert_eq!(body["version"], PROTOCOL_VERSION);
 
-    let (status, body) = http_get(&d.path, "/v1/token?profile=nope&min_ttl=5");
+    let (status, body) = http_get(&d.socket, "/v1/token?profile=nope&min_ttl=5");
     assert!(status >= 400, "{status} {body}");
     let code = error_code(&body);
     assert!(KNOWN_CODES.contains(&code));
 
-    let (status, body) = http_get(&d.path, "/v1/token?min_ttl=soon");
+    let (status, body) = http_get(&d.socket, "/v1/token?min_ttl=soon");
     assert_eq!(status, 400);
     assert_eq!(error_code(&body), "bad_request");
 
-    let (status, body) = http_get(&d.path, "/etc/passwd");
+    let (status, body) = http_get(&d.socket, "/etc/passwd");
     assert_eq!(status, 404);
     assert_eq!(error_code(&body), "bad_request");
     d.stop().unwrap();
@@ -326,7 +327,7 @@ fn http_with_real_curl() {
         eprintln!("skipped: curl is not installed");
         return;
     }
-    let d = Daemon::start(DaemonSettings::default());
+    let d = Server::start(DaemonSettings::default());
     let out = std::process::Command::new("curl")
         .args([
             "-sS",
@@ -336,7 +337,7 @@ fn http_with_real_curl() {
             "\n%{http_code}",
             "--unix-socket",
         ])
-        .arg(&d.path)
+        .arg(&d.socket)
         .arg("http://localhost/v1/status")
         .output()
         .unwrap();
@@ -363,7 +364,7 @@ fn http_with_real_curl() {
             "%{http_code}",
         ])
         .arg("--unix-socket")
-        .arg(&d.path)
+        .arg(&d.socket)
         .arg("http://localhost/nowhere")
         .output()
         .unwrap();
@@ -373,25 +374,25 @@ fn http_with_real_curl() {
 
 #[test]
 fn over_the_connection_cap_clients_get_busy() {
-    let d = Daemon::start(DaemonSettings {
+    let d = Server::start(DaemonSettings {
         max_connections: Some(2),
         ..Default::default()
     });
     let mut a = d.client();
     let mut b = d.client();
     // both are being served (their tasks hold the permits)
-    assert_eq!(a.call(json!({"op":"hello","version":1}))["ok"], true);
-    assert_eq!(b.call(json!({"op":"hello","version":1}))["ok"], true);
+    assert_eq!(a.call(&json!({"op":"hello","version":1}))["ok"], true);
+    assert_eq!(b.call(&json!({"op":"hello","version":1}))["ok"], true);
     let mut c = d.client();
     let r = c.recv();
     assert_eq!(error_code(&r), "busy");
     assert!(c.closed_by_server(Duration::from_secs(5)));
     // a freed slot is usable again
     drop(a);
-    eventually("a slot frees up", || {
+    wait_for("a slot frees up", || {
         let mut c = d.client();
         c.send(&json!({"op":"hello","version":1}));
-        c.recv()["ok"] == true
+        (c.recv()["ok"] == true).then_some(())
     });
     d.stop().unwrap();
 }

@@ -2,20 +2,21 @@
 //! batched flush) over 64 connections with pipelined requests.
 //!
 //! A measurement, not a pass/fail gate on shared CI machines: run with
-//! `cargo test --release --test server_throughput -- --ignored --nocapture`.
-
-mod server_support;
+//! `cargo test --release --test tests server_throughput -- --ignored --nocapture`.
 
 use std::io::{BufRead, Write};
 use std::time::{Duration, Instant};
 
 use ce_auth::daemon::config::DaemonSettings;
-use server_support::Daemon;
+
+use crate::util::daemon::Server;
+use crate::util::load::heavy;
 
 #[test]
 #[ignore = "a measurement; run explicitly in release mode"]
 fn pipelined_hello_throughput_over_64_connections() {
-    let d = Daemon::start(DaemonSettings::default());
+    let _heavy = heavy();
+    let d = Server::start(DaemonSettings::default());
     let conns = 64;
     let batch = 64;
     let run_for = Duration::from_secs(3);

@@ -1,28 +1,24 @@
-//! Harness for the issuer-fault tests: the emulated issuer with two clients,
-//! an engine with short-lived tokens against it, the backoff bounds derived
-//! from the schedule constants, and a watcher that keeps asking for tokens
-//! and status while a fault plays out, checking every answer as it comes.
-
-#![allow(dead_code)]
+//! The engine while an issuer fault plays out: a watcher that keeps asking
+//! for tokens and status and checks every answer as it comes, the backoff
+//! bounds derived from the schedule constants, and a runner for scenarios
+//! that mostly wait and so run at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine as _;
 use ce_auth::daemon::config::{Config, Profile, ProfileSpec};
 use ce_auth::daemon::engine::Engine;
 use ce_auth::daemon::engine::schedule::{BACKOFF_BASE, BACKOFF_CAP, MIN_RETRY};
 use ce_auth::protocol::{ErrorCode, ProfileStatus};
 use ce_auth::secret::Secret;
-use ce_auth_issuer::{Issuer, TokenRequest};
+use ce_auth_issuer::TokenRequest;
 
-pub const CLIENT_ID: &str = "client-one";
-pub const CLIENT_SECRET: &str = "client-one-secret-0123456789abcdef";
-/// A second client of the same owner, for recovering from a revoked first one.
-pub const CLIENT2_ID: &str = "client-two";
-pub const CLIENT2_SECRET: &str = "client-two-secret-0123456789abcdef";
+use super::deadline::Deadline;
+use super::issuer::{CLIENT_SECRET, CLIENT2_SECRET, jwt_exp};
+use super::{now, secs};
+
 /// The profile every engine here serves.
 pub const PROFILE: &str = "p";
 
@@ -35,23 +31,8 @@ pub const MIN_TTL: f64 = 1.0;
 pub const SLACK: f64 = 2.5;
 /// Resolution of arrival times compared with lower bounds (timer granularity).
 pub const EPSILON: f64 = 0.05;
-/// How long any single wait in these tests may take before it is a failure.
-pub const DEADLINE: Duration = Duration::from_secs(40);
-
-/// Now, in Unix seconds.
-pub fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
-
-/// A `SystemTime` in Unix seconds.
-pub fn secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs_f64()
-}
+/// How long any single wait for a fault to play out may take before it is a failure.
+pub const FAULT_DEADLINE: Duration = Duration::from_secs(40);
 
 /// The issuer's backoff ceiling for the `n`-th transient failure in a row
 /// (1-based), as docs/CONFIG.md states it: min(cap, base * 2^(n-1)), and at
@@ -75,45 +56,6 @@ pub fn max_requests(span: f64, retry_after: f64, latency: f64) -> u64 {
     // arrival times carry timer jitter: EPSILON keeps a gap of exactly the
     // minimum from being counted as shorter
     1 + ((span + EPSILON) / min_gap(retry_after, latency)).floor() as u64
-}
-
-/// The `exp` claim of a JWT access token, read without verification.
-pub fn jwt_claim(token: &str, header: bool, key: &str) -> Option<serde_json::Value> {
-    let part = token.split('.').nth(if header { 0 } else { 1 })?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get(key).cloned()
-}
-
-/// The `exp` claim of a JWT access token.
-pub fn jwt_exp(token: &str) -> i64 {
-    jwt_claim(token, false, "exp")
-        .and_then(|v| v.as_i64())
-        .expect("the access token is a JWT with an exp")
-}
-
-/// Starts an issuer with both clients and `lifetime`-second tokens, on `port`
-/// (0: any), and returns once its signing key exists: the key is made in the
-/// background, and a first token request that outlasts a 1 s timeout while
-/// several issuers make theirs would be a failure no fault caused.
-pub async fn issuer(lifetime: u64, port: u16) -> Issuer {
-    let iss = Issuer::builder()
-        .client(CLIENT_ID, CLIENT_SECRET)
-        .client(CLIENT2_ID, CLIENT2_SECRET)
-        .token_lifetime(Duration::from_secs(lifetime))
-        .port(port)
-        .start()
-        .await
-        .expect("issuer starts");
-    // the JWKS is served once the key is ready
-    let jwks = tokio::time::timeout(DEADLINE, reqwest::get(iss.jwks_url()))
-        .await
-        .expect("the signing key in time")
-        .expect("the JWKS answers");
-    assert!(jwks.status().is_success(), "{}", jwks.status());
-    iss
 }
 
 /// A profile against `token_url` that refreshes at a tenth of each token's
@@ -150,19 +92,11 @@ pub fn status(engine: &Engine) -> ProfileStatus {
         .remove(0)
 }
 
-/// Polls `f` every 20 ms until it returns `Some`, panicking after [`DEADLINE`].
-pub async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < end,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Polls `f` until it returns `Some`, for at most [`FAULT_DEADLINE`].
+pub async fn wait_for<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    Deadline::after(FAULT_DEADLINE)
+        .wait_for_async(what, f)
+        .await
 }
 
 /// Sleeps until the wall-clock time `t` (Unix seconds).
