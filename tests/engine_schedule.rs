@@ -794,3 +794,35 @@ async fn min_ttl_longer_than_the_lifetime_is_answered_at_once() {
     // a min_ttl the tokens can meet is served as usual
     engine.token(None, Duration::from_secs(30)).await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_that_aged_on_its_way_is_not_taken_for_a_short_lifetime() {
+    // 3 s tokens that take 2.5 s to arrive: each has 0.5 s left, less than
+    // the min_ttl of 1 s, though the issuer's lifetime (3 s) meets it. That
+    // is a slow issuer (or a loaded machine), not an unmeetable min_ttl.
+    let clock = Clock::tokio(T0);
+    let script = Script::with_delay(&clock, 3.0, Duration::from_millis(2500));
+    let engine = Engine::with_source(
+        config(vec![profile("p", spec())]),
+        script.clone(),
+        clock.clone(),
+    );
+    let e = engine
+        .token_within(None, Duration::from_secs(1), Duration::from_secs(6))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::IssuerUnavailable, "{}", e.message);
+    assert!(
+        e.message.contains("no token with 1 s left"),
+        "{}",
+        e.message
+    );
+    // the waiter kept asking: more than the one attempt
+    assert!(script.count() >= 2, "{:?}", script.calls());
+    // a min_ttl the arriving tokens meet is served
+    let t = engine
+        .token_within(None, Duration::from_millis(200), Duration::from_secs(6))
+        .await
+        .unwrap();
+    assert!(t.expires_at as f64 - clock.now() >= 0.2);
+}

@@ -182,9 +182,11 @@ impl Entry {
             let attempted = st.attempts > seen;
             // a fresh token has shown the issuer's lifetime is too short for this
             // min_ttl: say so at once instead of asking the issuer on every call
+            // (a token that only aged past min_ttl on its way to this caller,
+            // on a loaded machine, proves nothing: the waiter asks again)
             if st.failure.is_none()
                 && let Some(c) = &st.token
-                && (attempted || c.expires_at as f64 - c.obtained_at < min_ttl)
+                && c.expires_at as f64 - c.obtained_at < min_ttl
             {
                 let lifetime = c.expires_at as f64 - c.obtained_at;
                 return Some(Err(err(
@@ -394,8 +396,12 @@ fn not_in_time(name: &str, min_ttl: f64, wait: Duration, st: &State, now: f64) -
             let since = st.failing_since.map_or(0.0, |t| now - t).max(0.0);
             format!("failing for {since:.0} s, last: {}", f.message)
         }
-        None if st.inflight => "the first request to the issuer is still running".to_string(),
-        None => "no answer from the issuer yet".to_string(),
+        None if st.inflight && st.attempts == 0 => {
+            "the first request to the issuer is still running".to_string()
+        }
+        None if st.inflight => "a refresh is still running".to_string(),
+        None if st.attempts == 0 => "no answer from the issuer yet".to_string(),
+        None => "the token held has less than that left, and a refresh is due".to_string(),
     };
     let next = if st.inflight {
         let running = st.last_attempt.map_or(0.0, |t| now - t).max(0.0);
