@@ -275,6 +275,48 @@ pub struct StatusReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_profile: Option<String>,
     pub profiles: Vec<ProfileStatus>,
+    /// The local API proxies (`[[proxy]]`), if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxies: Vec<ProxyStatus>,
+}
+
+/// `s` with control characters (newlines, escape sequences) written as
+/// escapes, so text from a peer or the issuer cannot forge log lines or
+/// terminal output, nor drive a terminal.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One local API proxy in a `status` reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyStatus {
+    /// The address it listens on (`127.0.0.1:8787`, `unix:/path`).
+    pub listen: String,
+    /// `http://ADDR` for a TCP proxy: what programs use as the API's base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Where requests go.
+    pub upstream: String,
+    /// Whose token is added.
+    pub profile: String,
+    /// Requests from the daemon's user.
+    pub requests: u64,
+    /// Connections refused (another uid, or an owner that could not be found).
+    pub refused: u64,
+    /// Requests the proxy itself answered with a 5xx (no token, upstream unreachable).
+    pub errors: u64,
+    /// Refresh-and-retries after an upstream 401.
+    pub refreshes: u64,
+    /// Connections open now.
+    pub connections: u64,
 }
 
 /// Reply to `add` and `remove`.

@@ -25,7 +25,8 @@ use ce_auth_issuer::{Fault, Issuer};
 use serde_json::json;
 
 use crate::util::issuer::{
-    CLIENT_ID, CLIENT_SECRET, CLIENT2_ID, CLIENT2_SECRET, builder, jwt_claim, quiet_port, start,
+    CLIENT_ID, CLIENT_SECRET, CLIENT2_ID, CLIENT2_SECRET, builder, jwt_claim, jwt_exp, quiet_port,
+    start,
 };
 use crate::util::load::timed;
 use crate::util::process::stderr;
@@ -668,4 +669,243 @@ fn the_cli_tells_the_truth_about_an_outage() {
     );
     assert_ne!(w.token(), token);
     assert_eq!(w.issuer.counters().token_requests, 3);
+}
+
+/// The issuer's default `retry_floor`, seconds: the least time between two
+/// attempts that callers' demand may start.
+const RETRY_FLOOR: f64 = 2.0;
+/// How long a caller may wait beyond its `wait` for an answer.
+const ANSWER_SLACK: f64 = 1.0;
+/// How soon after the issuer is back a caller that keeps asking gets a token.
+const RECOVERY_TARGET: f64 = 10.0;
+
+/// What callers saw during one long outage.
+#[derive(Debug, Default)]
+struct Callers {
+    /// The longest time any call took beyond its wait, seconds.
+    worst_over_wait: f64,
+    /// Calls answered with a token and with `issuer_unavailable`.
+    tokens: u64,
+    unavailable: u64,
+}
+
+/// Keeps asking for a token with `wait` until `stop`, checking each answer:
+/// within `wait` + [`ANSWER_SLACK`], a token with `min_ttl` left or
+/// `issuer_unavailable` naming the fault; returns when it was first served
+/// after `back` (if `back` is set by then) and what it saw.
+async fn caller(
+    name: String,
+    engine: Arc<Engine>,
+    wait: f64,
+    error_text: &'static str,
+    back: Arc<std::sync::Mutex<Option<f64>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Option<f64>, Callers) {
+    use std::sync::atomic::Ordering;
+    let mut seen = Callers::default();
+    let mut recovered = None;
+    while !stop.load(Ordering::Acquire) {
+        let t0 = now();
+        let r = engine
+            .token_within(
+                None,
+                Duration::from_secs_f64(MIN_TTL),
+                Duration::from_secs_f64(wait),
+            )
+            .await;
+        let t1 = now();
+        let over = t1 - t0 - wait;
+        seen.worst_over_wait = seen.worst_over_wait.max(over);
+        assert!(
+            over <= ANSWER_SLACK,
+            "{name}: a call with wait {wait} s took {:.2} s",
+            t1 - t0
+        );
+        match r {
+            Ok(t) => {
+                assert!(
+                    t.expires_at as f64 >= t0 + MIN_TTL,
+                    "{name}: served a token expiring at {} at {t0:.3}",
+                    t.expires_at
+                );
+                assert!(t.expires_at <= jwt_exp(t.access_token.expose()));
+                seen.tokens += 1;
+                let back = *back.lock().unwrap();
+                if recovered.is_none() && back.is_some_and(|b| t0 >= b) {
+                    recovered = Some(t1);
+                }
+            }
+            Err(e) => {
+                assert_eq!(
+                    e.code,
+                    ErrorCode::IssuerUnavailable,
+                    "{name}: {}",
+                    e.message
+                );
+                // the last failure (or the request still running) and what comes next
+                let why = [error_text, "still running", "refresh is due"]
+                    .iter()
+                    .any(|w| e.message.contains(w));
+                let next = ["next attempt", "starts now", "in flight for"]
+                    .iter()
+                    .any(|n| e.message.contains(n));
+                assert!(
+                    why && next,
+                    "{name}: the error does not say why and what comes next: {}",
+                    e.message
+                );
+                seen.unavailable += 1;
+            }
+        }
+        // a caller of a script, not a load generator
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (recovered, seen)
+}
+
+/// The most attempts an outage whose failed requests span `span` seconds may
+/// see while callers keep asking: the background backoff's (each gap at least
+/// the lower end of its equal-jitter step, as docs/CONFIG.md states it) plus
+/// one demand attempt per [`RETRY_FLOOR`].
+fn max_attempts_with_demand(span: f64, latency: f64) -> u64 {
+    use ce_auth::daemon::engine::schedule::backoff;
+    let mut background = 1u64;
+    let mut t = 0.0;
+    for n in 1.. {
+        t += backoff(n, 0.0, None) + latency;
+        if t > span + EPSILON {
+            break;
+        }
+        background += 1;
+    }
+    let demand = 1 + ((span + EPSILON) / RETRY_FLOOR).floor() as u64;
+    background + demand
+}
+
+/// A transient outage of `outage` seconds, longer than a token's life, with
+/// callers asking throughout: every call answered within its wait plus a
+/// second, never an expired token, the issuer's log within the schedule,
+/// and a token within [`RECOVERY_TARGET`] of the issuer's return.
+async fn long_outage(kind: Kind, outage: f64) -> Report {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let name = kind.name;
+    let iss = issuer(3, 0).await;
+    let engine = engine_for(&iss.token_url(), CLIENT_ID, CLIENT_SECRET);
+    engine
+        .token(None, Duration::from_secs(1))
+        .await
+        .expect("the first token");
+    iss.inject(kind.fault.clone(), 1_000_000);
+    let back = Arc::new(std::sync::Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = [2.0, 0.0, 5.0]
+        .into_iter()
+        .map(|wait| {
+            tokio::spawn(caller(
+                format!("{name}, wait {wait}"),
+                Arc::clone(&engine),
+                wait,
+                kind.error_text,
+                Arc::clone(&back),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    let start = wait_for("the first failed request", || {
+        faulted(&iss.token_requests()).first().copied()
+    })
+    .await;
+    sleep_until(start + outage).await;
+    iss.clear_faults();
+    let t_back = now();
+    *back.lock().unwrap() = Some(t_back);
+    // the caller with a 2 s wait is the one that keeps asking
+    wait_for("a token after the outage", || {
+        (status(&engine).state == "fresh").then_some(())
+    })
+    .await;
+    sleep_until(now() + 3.0).await;
+    stop.store(true, Ordering::Release);
+    let mut recoveries = Vec::new();
+    let mut seen = Callers::default();
+    for c in callers {
+        let (r, s) = match c.await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        recoveries.push(r);
+        seen.worst_over_wait = seen.worst_over_wait.max(s.worst_over_wait);
+        seen.tokens += s.tokens;
+        seen.unavailable += s.unavailable;
+    }
+    engine.shutdown().await;
+
+    let recovery = recoveries[0].expect("the caller was served after the outage") - t_back;
+    assert!(
+        recovery <= RECOVERY_TARGET,
+        "{name}: a caller that kept asking waited {recovery:.2} s for a token after the issuer came back"
+    );
+    assert!(
+        seen.unavailable > 0,
+        "{name}: no caller met the outage: {seen:?}"
+    );
+    let failed = faulted(&iss.token_requests());
+    let span = failed.last().unwrap() - failed.first().unwrap();
+    let bound = max_attempts_with_demand(span, kind.latency);
+    let n = failed.len() as u64;
+    assert!(
+        n <= bound,
+        "{name}: {n} issuer requests in {span:.1} s; background backoff plus one demand attempt per {RETRY_FLOOR} s allows {bound}"
+    );
+    for w in failed.windows(2) {
+        assert!(
+            w[1] - w[0] >= min_gap(0.0, kind.latency) - EPSILON,
+            "{name}: two attempts {:.3} s apart",
+            w[1] - w[0]
+        );
+    }
+    println!(
+        "{name}: worst answer {:.2} s past its wait, {} tokens / {} unavailable",
+        seen.worst_over_wait, seen.tokens, seen.unavailable
+    );
+    Report {
+        name: name.to_string(),
+        outage: t_back - start,
+        span,
+        requests: n,
+        bound,
+        recovery,
+        recovery_bound: RECOVERY_TARGET,
+        served: seen.tokens,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_outages_answer_callers_within_their_wait_and_recover_within_seconds() {
+    let _timed = timed();
+    // 12 s outages, 3 s tokens: callers with waits of 0, 2 and 5 s ask throughout
+    let kinds: Vec<Kind> = transient_kinds()
+        .into_iter()
+        .filter(|k| {
+            [
+                "503 storm",
+                "500 storm",
+                "timeout (answer after 2 s)",
+                "hang",
+                "TCP reset",
+            ]
+            .contains(&k.name)
+        })
+        .collect();
+    let scenarios = kinds
+        .iter()
+        .map(|k| {
+            let k = Kind {
+                name: Box::leak(format!("{}, 12 s", k.name).into_boxed_str()),
+                ..k.clone()
+            };
+            scenario(k.name, long_outage(k.clone(), 12.0))
+        })
+        .collect();
+    run_all(scenarios).await;
 }

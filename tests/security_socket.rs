@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::util::daemon::Server;
 use crate::util::issuer::{EMAIL, PASSWORD};
 use crate::util::process::{
-    CE_AUTH, CE_AUTHD, OTHER_USER as OTHER, other_uid, run_with_stdin, stderr,
+    CE_AUTH, CE_AUTHD, OTHER_USER as OTHER, as_user, other_uid, run_with_stdin, stderr,
 };
 use crate::util::world::World;
 use ce_auth::daemon::config::DaemonSettings;
@@ -31,16 +31,6 @@ fn python_for(uid: u32, gid: u32) -> String {
         })
         .expect("a python3 runnable by the second user")
         .to_string()
-}
-
-/// `program` run as `uid`:`gid` with no supplementary groups.
-fn as_user(uid: u32, gid: u32, program: &str) -> Command {
-    let mut c = Command::new("setpriv");
-    c.arg(format!("--reuid={uid}"))
-        .arg(format!("--regid={gid}"))
-        .arg("--clear-groups")
-        .arg(program);
-    c
 }
 
 fn chmod(p: &Path, mode: u32) {

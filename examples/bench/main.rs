@@ -9,6 +9,7 @@
 //! ```
 
 mod harness;
+mod http;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -99,6 +100,21 @@ enum Cmd {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// A plain HTTP upstream for the proxy benchmark (runs until killed)
+    Upstream,
+    /// Keep-alive HTTP GETs of one URL: requests/s and latency
+    Http {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 16)]
+        conns: usize,
+        #[arg(long, default_value_t = 1.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 5.0)]
+        duration: f64,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
     /// Median wall time of whole processes, run interleaved round-robin
     Spawn {
         /// Runs per command
@@ -161,6 +177,14 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Spawn { runs, warmup, cmds } => spawn_cost(runs, warmup, &cmds)?,
+        Cmd::Upstream => http::upstream()?,
+        Cmd::Http {
+            url,
+            conns,
+            warmup,
+            duration,
+            label,
+        } => http::load(&url, conns, warmup, duration, &label)?,
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! - [`engine`]: the token cache, single-flight acquisition and the refresh schedule.
 //! - [`ops`]: the shared state and one function per socket op.
 //! - [`server`]: the accept loop, connections, the listener, the HTTP face.
+//! - [`proxy`]: the local API proxies of `[[proxy]]`.
 //! - [`lifecycle`]: detaching, the pidfile, signals, `--dev`.
 //! - [`hardening`], `systemd`: process hardening; readiness, watchdog, socket activation.
 
@@ -15,6 +16,7 @@ pub mod hardening;
 pub mod lifecycle;
 pub mod oauth;
 pub mod ops;
+pub mod proxy;
 pub mod server;
 mod systemd;
 

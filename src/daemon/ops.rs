@@ -28,6 +28,8 @@ pub struct Shared {
     pub started: Instant,
     /// Fires when a client sends `shutdown`; `run` then returns.
     pub shutdown: tokio::sync::Notify,
+    /// The local API proxies.
+    pub proxies: crate::daemon::proxy::Proxies,
 }
 
 impl Shared {
@@ -43,6 +45,7 @@ impl Shared {
             settings,
             started: Instant::now(),
             shutdown: tokio::sync::Notify::new(),
+            proxies: crate::daemon::proxy::Proxies::new(),
         }
     }
 }
@@ -218,6 +221,7 @@ pub fn status(shared: &Shared, profile: Option<&str>) -> Result<StatusReply, Wir
         dumpable: crate::daemon::hardening::is_dumpable(),
         default_profile: shared.engine.default_profile(),
         profiles,
+        proxies: shared.proxies.status(),
     })
 }
 
@@ -269,9 +273,15 @@ pub fn reload(shared: &Shared) -> Result<ReloadReply, WireError> {
         ));
     };
     crate::daemon::systemd::notify_reloading();
+    // new proxy addresses are bound first, so a busy port changes nothing
     let result = Config::load(path)
         .map_err(|e| e.message)
-        .and_then(|config| shared.engine.reload(config).map_err(|e| e.message));
+        .and_then(|config| {
+            let proxies = shared.proxies.prepare(&config.proxies)?;
+            let reply = shared.engine.reload(config).map_err(|e| e.message)?;
+            shared.proxies.commit(&shared.engine, proxies);
+            Ok(reply)
+        });
     let result = match result {
         Ok(reply) => {
             tracing::info!(
@@ -382,21 +392,7 @@ fn json_error(e: &serde_json::Error) -> String {
         Category::Data => "; see docs/PROTOCOL.md for the ops and their fields",
         Category::Io => "",
     };
-    escape_controls(&format!("bad request: {what}{place}{hint}"))
-}
-
-/// `s` with control characters (newlines, escape sequences) written as escapes,
-/// so a name the client chose cannot forge log lines or terminal output.
-fn escape_controls(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::protocol::printable(&format!("bad request: {what}{place}{hint}"))
 }
 
 #[cfg(test)]

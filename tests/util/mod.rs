@@ -11,6 +11,10 @@
 //!   client's end-to-end tests.
 //! - [`process`]: child processes, `/proc`, the open-file limit, a second
 //!   local user, and re-running a test in a process of its own.
+//! - [`tls`]: a CA made in the test, a TLS terminator in front of the
+//!   issuer, and a CONNECT proxy.
+//! - [`upstream`]: an API behind the local proxy that checks tokens
+//!   against the issuer's JWKS.
 //! - [`load`]: keeping load-generating tests apart from timing-sensitive
 //!   ones, and a latency probe.
 //! - [`watcher`]: the engine under issuer faults, checked answer by answer
@@ -26,6 +30,8 @@ pub mod issuer;
 pub mod line;
 pub mod load;
 pub mod process;
+pub mod tls;
+pub mod upstream;
 pub mod watcher;
 pub mod world;
 

@@ -296,6 +296,16 @@ fn find_or_create_other_user() -> Result<(u32, u32), String> {
     })
 }
 
+/// `program` run as `uid`:`gid` with no supplementary groups (`setpriv`).
+pub fn as_user(uid: u32, gid: u32, program: &str) -> Command {
+    let mut c = Command::new("setpriv");
+    c.arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .arg("--clear-groups")
+        .arg(program);
+    c
+}
+
 /// The uid and gid of a local user, from the user database.
 fn lookup_user(name: &str) -> Option<(u32, u32)> {
     let out = Command::new("getent")
@@ -337,4 +347,24 @@ pub fn isolated(name: &str, body: impl FnOnce()) {
         stdout.contains("test result: ok. 1 passed"),
         "{name} did not run in its own process:\n{stdout}"
     );
+}
+
+/// Raises this process's soft `RLIMIT_NOFILE` towards `n` (never above the
+/// hard limit, never lowering it) and returns the soft limit now in force.
+pub fn raise_own_nofile(n: u64) -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let cur = getrlimit(Resource::Nofile);
+    let soft = cur.current.unwrap_or(u64::MAX);
+    let hard = cur.maximum.unwrap_or(u64::MAX);
+    let want = n.min(hard);
+    if want > soft {
+        let _ = setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(want),
+                maximum: cur.maximum,
+            },
+        );
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }

@@ -226,6 +226,15 @@ fn cmd_exec(ctx: &Ctx, args: &TokenArgs, command: Vec<std::ffi::OsString>) -> an
     cmd.args(rest)
         .env("CE_ACCESS_TOKEN", t.access_token.expose())
         .env("CE_AUTH_SOCK", &socket);
+    // a proxy for this profile: children that outlive the token use it instead
+    if let Ok(status) = ctx.connect_existing().and_then(|mut c| c.status(None))
+        && let Some(p) = status.proxies.iter().find(|p| p.profile == t.profile)
+    {
+        match &p.url {
+            Some(url) => cmd.env("CE_API_URL", url),
+            None => cmd.env("CE_API_SOCKET", p.listen.trim_start_matches("unix:")),
+        };
+    }
     let fail = |source: std::io::Error| ExecError {
         program: program.to_string_lossy().into_owned(),
         // the shells' conventions: 127 not found, 126 found but not runnable

@@ -2,19 +2,7 @@
 
 use crate::protocol::{ProfileStatus, StatusReply};
 
-/// `s` for a terminal: control characters (newlines, escape sequences) as
-/// escapes, so text from the issuer cannot forge lines or drive the terminal.
-pub(crate) fn printable(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_debug());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub(crate) use crate::protocol::printable;
 
 /// A duration in seconds as `1h 2m`, `14m 3s` or `42s`.
 pub(crate) fn human_duration(secs: u64) -> String {
@@ -97,6 +85,19 @@ pub(crate) fn status_table(status: &StatusReply, now: i64) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
     }
+    for p in &status.proxies {
+        out.push_str(&format!(
+            "proxy {} -> {} (profile {}): {} requests, {} refused, {} errors, {} refreshes, {} open\n",
+            printable(p.url.as_deref().unwrap_or(&p.listen)),
+            printable(&p.upstream),
+            printable(&p.profile),
+            p.requests,
+            p.refused,
+            p.errors,
+            p.refreshes,
+            p.connections
+        ));
+    }
     out
 }
 
@@ -175,6 +176,7 @@ mod tests {
             dumpable: Some(false),
             default_profile: Some("dev".into()),
             profiles: vec![a, b],
+            proxies: vec![],
         };
         let t = status_table(&status, now);
         let lines: Vec<&str> = t.lines().collect();
@@ -207,6 +209,7 @@ mod tests {
             dumpable: Some(true),
             default_profile: None,
             profiles: vec![],
+            proxies: vec![],
         };
         let t = status_table(&status, 0);
         assert!(t.contains("ce-auth add"), "{t}");

@@ -5,6 +5,7 @@
 //! it. `docs/CONFIG.md` documents every key.
 
 mod profile;
+mod proxy;
 mod sources;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::spec::SPEC_KEYS;
 pub use crate::spec::{AuthMethod, Grant, ProfileSpec};
 pub use profile::{CLIMATE_ENGINE_TOKEN_URL, Profile, validate_url};
+pub use proxy::{ClientAuthorization, ProxyConfig, ProxyListen};
 
 /// Default refresh window, as fractions of a token's lifetime.
 pub const DEFAULT_REFRESH_FRACTION: (f64, f64) = (0.5, 0.7);
@@ -63,6 +65,8 @@ pub struct Config {
     pub default_profile: Option<String>,
     pub daemon: DaemonSettings,
     pub profiles: BTreeMap<String, Profile>,
+    /// The `[[proxy]]` tables.
+    pub proxies: Vec<ProxyConfig>,
 }
 
 /// A configuration error naming file, profile and key, and how to fix it.
@@ -159,9 +163,12 @@ impl Config {
                         config.profiles.insert(name, profile);
                     }
                 }
+                "proxy" => {
+                    config.proxies = proxy::parse(value, base.as_deref()).map_err(prefix)?;
+                }
                 other => {
                     return Err(ConfigError::new(format!(
-                        "{file}: unknown key \"{other}\"; expected default_profile, [daemon] or [profiles.NAME]"
+                        "{file}: unknown key \"{other}\"; expected default_profile, [daemon], [profiles.NAME] or [[proxy]]"
                     )));
                 }
             }

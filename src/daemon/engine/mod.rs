@@ -445,6 +445,15 @@ impl Engine {
         }
     }
 
+    /// The HTTP client for API requests proxied with `profile`'s token: the
+    /// profile's roots and connect timeout, responses streamed.
+    pub fn api_client(&self, profile: &str) -> Result<reqwest::Client, EngineError> {
+        let entry = self.lookup(Some(profile))?;
+        self.http
+            .streaming_for_profile(&entry.profile)
+            .map_err(|e| api_error(&e))
+    }
+
     /// The issuer's `users/me` object, fetched with the profile's token.
     pub async fn whoami(&self, profile: Option<&str>) -> Result<WhoamiReply, EngineError> {
         let reply = self.token(profile, WHOAMI_MIN_TTL).await?;

@@ -400,6 +400,7 @@ impl Daemon {
 
         let settings = config.daemon.clone();
         let profiles = config.profiles.len();
+        let proxies = config.proxies.clone();
         let engine = Engine::new(config);
         tracing::info!(
             "ce-authd {} listening on {} ({profiles} profile(s), pid {})",
@@ -408,6 +409,16 @@ impl Daemon {
             std::process::id()
         );
         let shared = Arc::new(Shared::new(engine, config_path, settings));
+        if let Err(e) = shared.proxies.apply(&shared.engine, &proxies) {
+            drop(listener);
+            if let Some(p) = &pidfile {
+                p.remove();
+            }
+            return Err(LifecycleError::io(
+                "cannot start the API proxies",
+                std::io::Error::other(e),
+            ));
+        }
         Ok(Daemon {
             listener,
             shared,
@@ -468,6 +479,7 @@ impl Daemon {
         let served = server::run(listener, shared.clone(), stop).await;
 
         systemd::notify_stopping();
+        shared.proxies.stop();
         reloader.abort();
         if let Some(w) = watchdog {
             w.abort();

@@ -50,8 +50,14 @@ pub struct HttpClients {
 struct ClientKey {
     ca_file: Option<PathBuf>,
     connect_timeout: Duration,
+    /// The whole request's limit; for [`HttpClients::streaming_for_profile`]
+    /// the limit on each read instead (a download may take hours).
     timeout: Duration,
+    streaming: bool,
 }
+
+/// How long a proxied API response may go without a byte before it is cut.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl HttpClients {
     /// An empty cache.
@@ -64,6 +70,19 @@ impl HttpClients {
         self.get(p.ca_file.clone(), p.connect_timeout, p.timeout)
     }
 
+    /// The client for API requests proxied for a profile: its roots and
+    /// connect timeout, no limit on the whole request (responses are
+    /// streamed), [`STREAM_READ_TIMEOUT`] between reads.
+    pub fn streaming_for_profile(&self, p: &Profile) -> Result<reqwest::Client, TokenError> {
+        let key = ClientKey {
+            ca_file: p.ca_file.clone(),
+            connect_timeout: p.connect_timeout,
+            timeout: STREAM_READ_TIMEOUT,
+            streaming: true,
+        };
+        Ok(self.cached(key)?.inner)
+    }
+
     /// The client for a CA file and timeouts, built on first use.
     pub fn get(
         &self,
@@ -71,11 +90,15 @@ impl HttpClients {
         connect_timeout: Duration,
         timeout: Duration,
     ) -> Result<Client, TokenError> {
-        let key = ClientKey {
+        self.cached(ClientKey {
             ca_file,
             connect_timeout,
             timeout,
-        };
+            streaming: false,
+        })
+    }
+
+    fn cached(&self, key: ClientKey) -> Result<Client, TokenError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
@@ -142,10 +165,29 @@ fn build_client(
     key: &ClientKey,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Client, TokenError> {
+    let inner = builder(key, env)?.build().map_err(|e| {
+        TokenError::permanent(format!("cannot build the HTTP client: {}", chain(&e)))
+    })?;
+    Ok(Client {
+        inner,
+        roots: describe_roots(key.ca_file.as_deref(), env).into(),
+    })
+}
+
+/// The client's settings: timeouts, no redirects, the proxy and the roots.
+fn builder(
+    key: &ClientKey,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<reqwest::ClientBuilder, TokenError> {
     let mut b = reqwest::Client::builder()
         .user_agent(USER_AGENT)
-        .connect_timeout(key.connect_timeout)
-        .timeout(key.timeout)
+        .connect_timeout(key.connect_timeout);
+    b = if key.streaming {
+        b.read_timeout(key.timeout)
+    } else {
+        b.timeout(key.timeout)
+    };
+    b = b
         // a token endpoint that redirects is misconfigured; following a POST
         // redirect could also send credentials elsewhere
         .redirect(reqwest::redirect::Policy::none())
@@ -169,13 +211,7 @@ fn build_client(
             b = b.add_root_certificate(c);
         }
     }
-    let inner = b.build().map_err(|e| {
-        TokenError::permanent(format!("cannot build the HTTP client: {}", chain(&e)))
-    })?;
-    Ok(Client {
-        inner,
-        roots: describe_roots(key.ca_file.as_deref(), env).into(),
-    })
+    Ok(b)
 }
 
 /// The advice appended to a certificate failure.
@@ -225,6 +261,80 @@ mod tests {
         let e = proxy_from(&env(&[("HTTPS_PROXY", "http://u:hunter2@[bad")])).unwrap_err();
         assert!(e.message.contains("HTTPS_PROXY"), "{}", e.message);
         assert!(!e.message.contains("hunter2"), "{}", e.message);
+    }
+
+    /// Where one https request from a client built with `env` went: to the
+    /// proxy (`Some` with its CONNECT line) or straight to the host (`None`).
+    /// Names resolve to `direct`, a listener on 127.0.0.1 that stands in for
+    /// a remote host; no request leaves the machine.
+    async fn route(
+        env_pairs: &'static [(&'static str, &'static str)],
+        url: &str,
+    ) -> Option<String> {
+        use tokio::io::AsyncReadExt;
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let direct = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_url = format!("http://127.0.0.1:{}", proxy.local_addr().unwrap().port());
+        let proxy_url: &'static str = Box::leak(proxy_url.into_boxed_str());
+        let env = move |k: &str| {
+            if k == "HTTPS_PROXY" {
+                return Some(proxy_url.to_string());
+            }
+            env_pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let key = ClientKey {
+            ca_file: None,
+            connect_timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(2),
+            streaming: false,
+        };
+        let direct_addr = direct.local_addr().unwrap();
+        let url = url.replace("PORT", &direct_addr.port().to_string());
+        let host = url::Url::parse(&url)
+            .unwrap()
+            .host_str()
+            .unwrap()
+            .to_string();
+        let client = builder(&key, &env)
+            .unwrap()
+            .resolve(&host, direct_addr)
+            .build()
+            .unwrap();
+        let request = tokio::spawn(async move { client.get(url).send().await });
+        let seen = tokio::select! {
+            c = proxy.accept() => {
+                let (mut s, _) = c.unwrap();
+                let mut head = vec![0u8; 1024];
+                let n = s.read(&mut head).await.unwrap();
+                let head = String::from_utf8_lossy(&head[..n]).to_string();
+                Some(head.lines().next().unwrap_or_default().to_string())
+            }
+            c = direct.accept() => { c.unwrap(); None }
+            _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("no connection for {host}"),
+        };
+        request.abort();
+        seen
+    }
+
+    #[tokio::test]
+    async fn no_proxy_sends_matching_hosts_direct_and_the_rest_through_the_proxy() {
+        const NO: &[(&str, &str)] = &[("NO_PROXY", ".example.test, 10.0.0.0/8")];
+        // a domain suffix matches the domain and its subdomains
+        assert_eq!(route(NO, "https://auth.example.test:PORT/t").await, None);
+        assert_eq!(route(NO, "https://example.test:PORT/t").await, None);
+        // other hosts, and addresses outside the CIDR range, go through the proxy
+        let line = route(NO, "https://auth.other.test:PORT/t")
+            .await
+            .expect("proxied");
+        assert!(line.starts_with("CONNECT auth.other.test:"), "{line}");
+        let line = route(NO, "https://192.0.2.7:443/t").await.expect("proxied");
+        assert_eq!(line, "CONNECT 192.0.2.7:443 HTTP/1.1");
+        // loopback never goes through a proxy, whatever NO_PROXY says
+        assert_eq!(route(&[], "https://localhost:PORT/t").await, None);
+        assert_eq!(route(&[], "https://127.0.0.1:PORT/t").await, None);
     }
 
     #[test]

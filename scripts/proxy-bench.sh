@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The local API proxy's benchmark (release build): requests/s and latency of
+# keep-alive GETs through a `[[proxy]]` against the same GETs sent directly
+# to the same upstream, for small responses and for one large one. Runs are
+# interleaved (direct, proxy, direct, ...) and the medians reported.
+#
+#   scripts/proxy-bench.sh                 # 5 rounds of 5 s, 16 connections
+#   BENCH_ROUNDS=3 BENCH_SECONDS=3 scripts/proxy-bench.sh
+#
+# Needs: jq. Figures go to docs/BENCHMARKS.md ("Local API proxy").
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+ROUNDS=${BENCH_ROUNDS:-5}
+SECS=${BENCH_SECONDS:-5}
+CONNS=${BENCH_CONNS:-16}
+BIG=$((256 * 1024 * 1024))
+
+command -v jq >/dev/null || { echo "proxy-bench.sh: jq is needed" >&2; exit 1; }
+if [[ -z ${BENCH_NO_BUILD:-} ]]; then
+    (cd "$ROOT" && nice -n 10 cargo build --release --locked --bins --example bench)
+fi
+BIN=$TARGET/release
+BENCH=$BIN/examples/bench
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$BENCH" upstream >"$WORK/upstream.out" &
+PIDS+=($!)
+for _ in $(seq 100); do [[ -s $WORK/upstream.out ]] && break; sleep 0.05; done
+UP=$(jq -r .url "$WORK/upstream.out")
+
+mkdir -m 700 "$WORK/run"
+cat >"$WORK/config.toml" <<TOML
+[[proxy]]
+listen = "127.0.0.1:0"
+upstream = "$UP"
+profile = "dev"
+TOML
+chmod 600 "$WORK/config.toml"
+SOCK=$WORK/run/agent.sock
+"$BIN/ce-authd" --dev --foreground --config "$WORK/config.toml" --socket "$SOCK" \
+    >"$WORK/daemon.out" 2>"$WORK/daemon.err" &
+PIDS+=($!)
+for _ in $(seq 200); do
+    CE_AUTH_SOCK=$SOCK CE_AUTH_NO_AUTOSTART=1 "$BIN/ce-auth" status --json >"$WORK/status.json" 2>/dev/null && break
+    sleep 0.05
+done
+PROXY=$(jq -r '.proxies[0].url' "$WORK/status.json")
+echo "upstream $UP, proxy $PROXY, $CONNS connections, $ROUNDS rounds of $SECS s"
+
+run() { # label url conns
+    "$BENCH" http --url "$2" --conns "$3" --duration "$SECS" --warmup 1 --label "$1" >>"$WORK/runs.jsonl"
+}
+for _ in $(seq "$ROUNDS"); do
+    run direct-small "$UP/small" "$CONNS"
+    run proxy-small "$PROXY/small" "$CONNS"
+    run direct-large "$UP/bytes/$BIG" 1
+    run proxy-large "$PROXY/bytes/$BIG" 1
+done
+median() { # label field
+    jq -s --arg l "$1" --arg f "$2" \
+        '[.[] | select(.label == $l) | .[$f]] | sort | .[(length - 1) / 2 | floor]' "$WORK/runs.jsonl"
+}
+printf '\n| run | req/s | p50 µs | p99 µs | MiB/s |\n|---|---|---|---|---|\n'
+for l in direct-small proxy-small direct-large proxy-large; do
+    printf '| %s | %.0f | %.0f | %.0f | %.0f |\n' "$l" "$(median "$l" rps)" "$(median "$l" p50_us)" \
+        "$(median "$l" p99_us)" "$(median "$l" mib_per_s)"
+done
+ratio() { jq -n --argjson a "$1" --argjson b "$2" '$a / $b * 100 | round / 100'; }
+echo
+echo "proxy/direct, small responses: req/s $(ratio "$(median proxy-small rps)" "$(median direct-small rps)")×, p99 $(ratio "$(median proxy-small p99_us)" "$(median direct-small p99_us)")×"
+echo "proxy/direct, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median direct-large mib_per_s)")×"
+echo "daemon RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' "/proc/${PIDS[1]}/status")"

@@ -1,0 +1,145 @@
+//! Who is at the other end of a proxy connection: the peer's uid from
+//! SO_PEERCRED on a Unix socket, and from the kernel's socket table
+//! (`/proc/net/tcp`, `/proc/net/tcp6`) on loopback TCP, which has no peer
+//! credentials.
+
+use std::net::SocketAddr;
+
+/// The uid owning the TCP socket whose address is `peer` and which is
+/// connected to `local`, for a connection accepted at `accepted`; or why it
+/// could not be found.
+///
+/// Both ends are on this machine (the proxy binds loopback only), so the
+/// client's socket is in this network namespace's table, with
+/// `local_address == peer` and `remote_address == local`.
+///
+/// Reading the table costs time in proportion to the sockets on the
+/// machine, so one read serves every lookup it can: lookups take turns (at
+/// most one read at a time, so a flood of connections costs at most one
+/// core), and a table read after a connection was accepted already holds
+/// it.
+#[cfg(target_os = "linux")]
+pub(super) fn tcp_peer_uid(
+    peer: SocketAddr,
+    local: SocketAddr,
+    accepted: std::time::Instant,
+) -> Result<u32, String> {
+    use std::sync::Mutex;
+    static LAST: Mutex<Option<Snapshot>> = Mutex::new(None);
+    let key = (canon(peer), canon(local));
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = last.as_ref().filter(|s| s.taken >= accepted) {
+        return s
+            .owners
+            .get(&key)
+            .copied()
+            .ok_or_else(|| format!("no socket {peer} -> {local} in the kernel's TCP table"));
+    }
+    let snapshot = Snapshot::read(peer.is_ipv4())?;
+    let found = snapshot.owners.get(&key).copied();
+    *last = Some(snapshot);
+    found.ok_or_else(|| format!("no socket {peer} -> {local} in the kernel's TCP table"))
+}
+
+/// The owners of this machine's TCP sockets, by (local, remote) address.
+#[cfg(target_os = "linux")]
+struct Snapshot {
+    taken: std::time::Instant,
+    owners: std::collections::HashMap<(SocketAddr, SocketAddr), u32>,
+}
+
+#[cfg(target_os = "linux")]
+impl Snapshot {
+    /// Reads both tables, the family asked for first.
+    fn read(v4_first: bool) -> Result<Snapshot, String> {
+        let taken = std::time::Instant::now();
+        let mut owners = std::collections::HashMap::new();
+        let tables = if v4_first {
+            [procfs::net::tcp(), procfs::net::tcp6()]
+        } else {
+            [procfs::net::tcp6(), procfs::net::tcp()]
+        };
+        let mut read_one = false;
+        let mut error = None;
+        for t in tables {
+            match t {
+                Ok(entries) => {
+                    read_one = true;
+                    for e in entries {
+                        owners.insert((canon(e.local_address), canon(e.remote_address)), e.uid);
+                    }
+                }
+                // a kernel without IPv6 has no tcp6 table
+                Err(e) => error = Some(e.to_string()),
+            }
+        }
+        if !read_one {
+            return Err(format!(
+                "cannot read the kernel's TCP table: {}",
+                error.unwrap_or_default()
+            ));
+        }
+        Ok(Snapshot { taken, owners })
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn tcp_peer_uid(
+    _peer: SocketAddr,
+    _local: SocketAddr,
+    _accepted: std::time::Instant,
+) -> Result<u32, String> {
+    Err(
+        "the owner of a TCP connection can only be found on Linux; listen on \"unix:PATH\" instead"
+            .into(),
+    )
+}
+
+/// An IPv4-mapped IPv6 address as its IPv4 form, so both tables compare alike.
+#[cfg(target_os = "linux")]
+fn canon(s: SocketAddr) -> SocketAddr {
+    match s {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => s,
+        },
+        v4 => v4,
+    }
+}
+
+/// The uid of a Unix socket peer.
+#[cfg(unix)]
+pub(super) fn unix_peer_uid(stream: &tokio::net::UnixStream) -> Result<u32, String> {
+    stream
+        .peer_cred()
+        .map(|c| c.uid())
+        .map_err(|e| format!("cannot read the peer's credentials: {e}"))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_of_a_loopback_connection_is_found() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, peer) = l.accept().unwrap();
+        assert_eq!(peer, c.local_addr().unwrap());
+        let at = std::time::Instant::now();
+        let uid = tcp_peer_uid(peer, s.local_addr().unwrap(), at).unwrap();
+        assert_eq!(uid, crate::paths::current_uid());
+        // a connection that does not exist is not found
+        let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert!(tcp_peer_uid(gone, s.local_addr().unwrap(), at).is_err());
+        // a connection made after the last table read is found by a new read
+        let c2 = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s2, peer2) = l.accept().unwrap();
+        let at2 = std::time::Instant::now();
+        assert_eq!(peer2, c2.local_addr().unwrap());
+        assert_eq!(
+            tcp_peer_uid(peer2, s2.local_addr().unwrap(), at2).unwrap(),
+            crate::paths::current_uid()
+        );
+    }
+}
