@@ -61,6 +61,8 @@ run() { # label url conns
 for _ in $(seq "$ROUNDS"); do
     run direct-small "$UP/small" "$CONNS"
     run proxy-small "$PROXY/small" "$CONNS"
+    run direct-api "$UP/small?ms=20" "$CONNS"
+    run proxy-api "$PROXY/small?ms=20" "$CONNS"
     run direct-large "$UP/bytes/$BIG" 1
     run proxy-large "$PROXY/bytes/$BIG" 1
 done
@@ -69,12 +71,13 @@ median() { # label field
         '[.[] | select(.label == $l) | .[$f]] | sort | .[(length - 1) / 2 | floor]' "$WORK/runs.jsonl"
 }
 printf '\n| run | req/s | p50 µs | p99 µs | MiB/s |\n|---|---|---|---|---|\n'
-for l in direct-small proxy-small direct-large proxy-large; do
+for l in direct-small proxy-small direct-api proxy-api direct-large proxy-large; do
     printf '| %s | %.0f | %.0f | %.0f | %.0f |\n' "$l" "$(median "$l" rps)" "$(median "$l" p50_us)" \
         "$(median "$l" p99_us)" "$(median "$l" mib_per_s)"
 done
 ratio() { jq -n --argjson a "$1" --argjson b "$2" '$a / $b * 100 | round / 100'; }
 echo
 echo "proxy/direct, small responses: req/s $(ratio "$(median proxy-small rps)" "$(median direct-small rps)")×, p99 $(ratio "$(median proxy-small p99_us)" "$(median direct-small p99_us)")×"
+echo "proxy/direct, responses after 20 ms (an API's pace): req/s $(ratio "$(median proxy-api rps)" "$(median direct-api rps)")×, p99 $(ratio "$(median proxy-api p99_us)" "$(median direct-api p99_us)")×"
 echo "proxy/direct, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median direct-large mib_per_s)")×"
 echo "daemon RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' "/proc/${PIDS[1]}/status")"

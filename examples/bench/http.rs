@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-/// Serves `GET /small` (a 300-byte JSON body) and `GET /bytes/N` (N zero
-/// bytes, streamed) on 127.0.0.1 until killed; prints `{"url": ...}` first.
+/// Serves `GET /small` (a 300-byte JSON body; `?ms=N` answers after N ms,
+/// as a real API would) and `GET /bytes/N` (N zero bytes, streamed) on
+/// 127.0.0.1 until killed; prints `{"url": ...}` first.
 /// It checks no token: the figures are the proxy's own cost.
 pub fn upstream() -> anyhow::Result<()> {
     use bytes::Bytes;
@@ -36,6 +37,14 @@ pub fn upstream() -> anyhow::Result<()> {
                         async move {
                             type B = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
                             let path = req.uri().path().to_string();
+                        let delay = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("ms="))
+                            .and_then(|ms| ms.parse::<u64>().ok());
+                        if let Some(ms) = delay {
+                            tokio::time::sleep(Duration::from_millis(ms)).await;
+                        }
                             let resp: hyper::Response<B> = if let Some(n) =
                                 path.strip_prefix("/bytes/")
                             {
