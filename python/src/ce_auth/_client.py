@@ -1,0 +1,411 @@
+"""The synchronous client: one kept connection to ce-authd, shared by threads.
+
+A :class:`Client` connects on first use (checking the socket's directory and
+listener first, and starting ``ce-authd`` when nothing answers and autostart
+is on), sends ``hello`` in the same write as the first request, and then
+keeps the connection for every later request. A lock makes one request and
+its reply a unit, so threads can share one client. When a kept connection
+fails (the daemon closed an idle connection, or was restarted), the request
+is sent once more on a new connection, checked again from scratch.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Dict, Optional, Tuple, Union
+
+from . import _autostart
+from ._protocol import (
+    DEFAULT_TIMEOUT,
+    MAX_LINE,
+    Token,
+    encode,
+    hello_request,
+    parse_hello,
+    parse_reply,
+    parse_token,
+    reply_timeout,
+    token_request,
+)
+from ._socket import connect_trusted, set_timeouts, socket_path
+from .errors import CeAuthError, ConnectionLost, NotRunning, ProtocolError
+
+__all__ = ["Client", "get_token", "default_client"]
+
+log = logging.getLogger("ce_auth")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+# the ops that may be sent again on a new connection when a kept one fails
+_RETRYABLE = frozenset(["hello", "token", "refresh", "status", "whoami"])
+# the ops that start a daemon when none answers (`ce-auth status` never does)
+_AUTOSTARTING = frozenset(["hello", "token", "refresh", "whoami"])
+
+_HELLO_LINE = encode(hello_request())
+
+# a bounded cache of encoded request lines, keyed by their arguments
+_MAX_CACHED_LINES = 256
+
+
+class _Eof(Exception):
+    """The daemon closed the connection before a complete reply."""
+
+
+class _Timeout(Exception):
+    """No reply within the timeout."""
+
+
+class _Conn:
+    """One checked connection and its read buffer."""
+
+    __slots__ = ("sock", "buf", "pid", "hello", "timeout", "path")
+
+    def __init__(self, sock: Any, path: str, timeout: float) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.pid = os.getpid()
+        self.hello: Dict[str, Any] = {}
+        self.timeout = timeout
+        self.path = path
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except BlockingIOError:
+            raise _Timeout() from None
+
+    def read_line(self) -> bytes:
+        """The next reply line (with its ``\\n``)."""
+        buf = self.buf
+        while True:
+            i = buf.find(b"\n")
+            if i >= 0:
+                line, buf = buf[: i + 1], buf[i + 1 :]
+                if line.strip():
+                    self.buf = buf
+                    return line
+                continue
+            if len(buf) >= MAX_LINE:
+                self.buf = b""
+                raise ProtocolError(
+                    "ce-authd sent an invalid reply: the daemon's reply is longer than %d bytes" % MAX_LINE
+                )
+            try:
+                chunk = self.sock.recv(MAX_LINE)
+            except BlockingIOError:
+                raise _Timeout() from None
+            if not chunk:
+                raise _Eof()
+            # the common case: one whole reply in one read, nothing to join
+            buf = buf + chunk if buf else chunk
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# every live client, so a forked child drops its copy of the parent's connection
+_CLIENTS: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for c in list(_CLIENTS):
+        c._forget_after_fork()
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class Client:
+    """A kept, thread-safe connection to ce-authd.
+
+    ``socket``: the socket path (default: found as ``ce-auth`` finds it, at
+    each connection). ``autostart``: start ``ce-authd --daemon`` when nothing
+    answers (default: on unless ``CE_AUTH_NO_AUTOSTART`` says otherwise).
+    ``daemon``: the ``ce-authd`` to start (default: the one on ``PATH``).
+    ``config``: the config file to start it with (default:
+    ``$CE_AUTH_CONFIG`` when set). ``timeout``: seconds to wait for a reply
+    (longer when a request's ``wait`` needs it).
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        socket: Optional[PathLike] = None,
+        *,
+        autostart: Optional[bool] = None,
+        daemon: Optional[PathLike] = None,
+        config: Optional[PathLike] = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._explicit = os.fspath(socket) if socket is not None else None
+        self._autostart = autostart
+        self._daemon = os.fspath(daemon) if daemon is not None else None
+        self._config = os.fspath(config) if config is not None else None
+        self._timeout = float(timeout)
+        self._lock = threading.Lock()
+        self._conn: Optional[_Conn] = None
+        self._lines: Dict[Tuple[Any, ...], bytes] = {}
+        #: connections made so far (each one checked before use)
+        self.connections = 0
+        _CLIENTS.add(self)
+
+    # ---- public API ---------------------------------------------------------
+
+    @property
+    def socket(self) -> str:
+        """The socket path this client uses (or would use now)."""
+        conn = self._conn
+        return conn.path if conn is not None else socket_path(self._explicit)
+
+    def token(self, profile: Optional[str] = None, min_ttl: Optional[int] = None, wait: Optional[int] = None) -> Token:
+        """A token for ``profile`` (the daemon's default when ``None``) with at
+        least ``min_ttl`` seconds left (default 60); the daemon waits at most
+        ``wait`` seconds for one (default 10, 0 answers at once)."""
+        key = ("token", profile, min_ttl, wait)
+        line = self._lines.get(key)
+        if line is None:
+            req = token_request("token", profile, min_ttl, wait)
+            line = self._remember(key, req)
+        else:
+            req = None
+        reply = self._call(line, "token", self._reply_timeout(req, wait), retry=True, autostart=True)
+        return parse_token(reply, "token")
+
+    def refresh(self, profile: Optional[str] = None, wait: Optional[int] = None) -> Token:
+        """A new token obtained now, even if the held one is fresh."""
+        req = token_request("refresh", profile, None, wait)
+        reply = self._call(encode(req), "refresh", reply_timeout(req, self._timeout), retry=True, autostart=True)
+        return parse_token(reply, "refresh")
+
+    def status(self, profile: Optional[str] = None) -> Dict[str, Any]:
+        """The daemon's ``status`` reply (a dict). Never starts a daemon."""
+        req: Dict[str, Any] = {"op": "status"}
+        if profile is not None:
+            req["profile"] = profile
+        return self._call(encode(req), "status", self._timeout, retry=True, autostart=False)
+
+    def whoami(self, profile: Optional[str] = None) -> Dict[str, Any]:
+        """The issuer's ``users/me`` for a profile's token (the ``whoami`` reply)."""
+        req: Dict[str, Any] = {"op": "whoami"}
+        if profile is not None:
+            req["profile"] = profile
+        return self._call(encode(req), "whoami", self._timeout, retry=True, autostart=True)
+
+    def hello(self) -> Dict[str, Any]:
+        """The daemon's answer to this connection's ``hello``: ``version``,
+        ``daemon`` (name and version), ``pid``. Connects if needed."""
+        with self._lock:
+            if self._conn is None or self._conn.pid != os.getpid():
+                self._conn = None
+                self._open(None, "hello", True)
+            assert self._conn is not None
+            return dict(self._conn.hello)
+
+    def request(self, request: Dict[str, Any], *, retry: bool = False, autostart: bool = False) -> Dict[str, Any]:
+        """Sends any request object and returns its successful reply (a dict),
+        or raises the daemon's error. For ops without a method here (``add``,
+        ``remove``, ``reload``, ``login``, ``shutdown``). ``retry``: send it
+        again on a new connection if the kept one fails (only for requests
+        that may safely be repeated)."""
+        op = request.get("op")
+        if not isinstance(op, str):
+            raise ValueError("a request needs an op")
+        return self._call(encode(request), op, reply_timeout(request, self._timeout), retry=retry, autostart=autostart)
+
+    def close(self) -> None:
+        """Closes the connection (a later request opens a new one)."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        if conn is not None:
+            return "<ce_auth.Client socket=%r connected pid=%s>" % (conn.path, conn.hello.get("pid"))
+        return "<ce_auth.Client socket=%r not connected>" % (self._explicit or "(default)")
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None and conn.pid == os.getpid():
+            conn.close()
+
+    # ---- internals ----------------------------------------------------------
+
+    def _remember(self, key: Tuple[Any, ...], req: Dict[str, Any]) -> bytes:
+        line = encode(req)
+        if len(self._lines) >= _MAX_CACHED_LINES:
+            self._lines.clear()
+        self._lines[key] = line
+        return line
+
+    def _reply_timeout(self, req: Optional[Dict[str, Any]], wait: Optional[int]) -> float:
+        if wait is None:
+            return self._timeout
+        return reply_timeout({"op": "token", "wait": wait}, self._timeout)
+
+    def _autostart_on(self) -> bool:
+        if self._autostart is not None:
+            return self._autostart
+        return not _autostart.autostart_disabled()
+
+    def _forget_after_fork(self) -> None:
+        self._lock = threading.Lock()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # our copy of the parent's descriptor; the parent's connection lives on
+            conn.close()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _call(self, line: bytes, op: str, timeout: float, retry: bool, autostart: bool) -> Dict[str, Any]:
+        with self._lock:
+            conn = self._conn
+            if conn is not None and conn.pid != os.getpid():
+                self._conn = conn = None
+            if conn is None:
+                return self._open(line, op, autostart)
+            try:
+                return self._exchange(conn, line, op, timeout)
+            except (_Eof, OSError) as e:
+                self._drop()
+                if not retry:
+                    raise self._lost(conn.path, e, op) from None
+                log.debug("ce-authd connection on %s lost (%s); reconnecting once", conn.path, _why(e))
+                return self._open(line, op, autostart)
+
+    def _exchange(self, conn: _Conn, line: bytes, op: str, timeout: float) -> Dict[str, Any]:
+        if timeout != conn.timeout:
+            set_timeouts(conn.sock, timeout)
+        try:
+            conn.send(line)
+            reply_line = conn.read_line()
+        except _Timeout:
+            self._drop()
+            raise ConnectionLost(
+                "no reply from ce-authd on %s within %g s (to `%s`)" % (conn.path, timeout, op)
+            ) from None
+        except ProtocolError:
+            self._drop()
+            raise
+        finally:
+            if timeout != conn.timeout and self._conn is conn:
+                set_timeouts(conn.sock, conn.timeout)
+        return parse_reply(reply_line, op)
+
+    def _open(self, line: Optional[bytes], op: str, autostart: bool) -> Dict[str, Any]:
+        """Connects (starting the daemon if allowed), sends ``hello`` and
+        ``line`` in one write, checks the handshake and returns ``line``'s reply."""
+        path = socket_path(self._explicit)
+        try:
+            sock = connect_trusted(path, self._timeout)
+        except NotRunning as e:
+            if not (e.absent and autostart and self._autostart_on()):
+                raise
+            sock = self._start_daemon(path)
+        conn = _Conn(sock, path, self._timeout)
+        self.connections += 1
+        try:
+            conn.send(_HELLO_LINE + line if line is not None else _HELLO_LINE)
+            # on a version mismatch the daemon still answers the request; it is left unread
+            conn.hello = parse_hello(parse_reply(conn.read_line(), "hello"))
+            if line is None:
+                self._conn = conn
+                return conn.hello
+            reply_line = conn.read_line()
+        except (_Eof, OSError, _Timeout) as e:
+            conn.close()
+            raise self._lost(path, e, op) from None
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return parse_reply(reply_line, op)
+
+    def _start_daemon(self, path: str) -> Any:
+        config = self._config or os.environ.get("CE_AUTH_CONFIG") or None
+        log.debug("nothing answers on %s; starting ce-authd", path)
+        starter = _autostart.Starter(path, self._daemon, config)
+        while True:
+            try:
+                sock = connect_trusted(path, self._timeout)
+            except NotRunning as e:
+                last = str(e)
+            except CeAuthError:
+                starter.done()
+                raise
+            else:
+                starter.done()
+                return sock
+            if starter.give_up():
+                raise starter.failure(last)
+            time.sleep(_autostart.POLL_INTERVAL)
+
+    @staticmethod
+    def _lost(path: str, e: BaseException, op: str) -> ConnectionLost:
+        if isinstance(e, _Timeout):
+            return ConnectionLost("no reply from ce-authd on %s (to `%s`) in time" % (path, op))
+        return ConnectionLost("talking to ce-authd on %s (`%s`): %s" % (path, op, _why(e)))
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, _Eof):
+        return "the daemon closed the connection without a complete reply"
+    if isinstance(e, OSError):
+        return e.strerror or errno.errorcode.get(e.errno or 0, str(e))
+    return str(e)
+
+
+# ---- the process-wide default client --------------------------------------------
+
+_default: Optional[Client] = None
+_default_lock = threading.Lock()
+
+
+def default_client() -> Client:
+    """The process-wide :class:`Client` that :func:`get_token` and the HTTP
+    integrations use unless given one (created on first use)."""
+    global _default
+    c = _default
+    if c is None:
+        with _default_lock:
+            c = _default
+            if c is None:
+                c = _default = Client()
+    return c
+
+
+def _reset_default_client() -> None:
+    """Forgets the default client (closing its connection); for tests and for
+    programs that change ``CE_AUTH_SOCK`` while running."""
+    global _default
+    with _default_lock:
+        c, _default = _default, None
+    if c is not None:
+        c.close()
+
+
+def get_token(profile: Optional[str] = None, min_ttl: Optional[int] = None, wait: Optional[int] = None) -> Token:
+    """A token for ``profile`` with at least ``min_ttl`` seconds left, from
+    the process-wide default client (one kept connection). See
+    :meth:`Client.token`."""
+    return default_client().token(profile, min_ttl, wait)
