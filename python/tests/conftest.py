@@ -37,8 +37,10 @@ def own_issuer(tmp_path: Path) -> Iterator[Issuer]:
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test reaches the user's own daemon, or starts one, unless it says so."""
     for k in list(os.environ):
-        if k.startswith("CE_AUTH_") or k in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME"):
+        # and loopback HTTP never goes through a proxy from the environment
+        if k.startswith("CE_AUTH_") or k in ("XDG_RUNTIME_DIR", "XDG_CONFIG_HOME") or k.lower().endswith("_proxy"):
             monkeypatch.delenv(k)
+    monkeypatch.setenv("NO_PROXY", "*")
     monkeypatch.setenv("CE_AUTH_NO_AUTOSTART", "1")
     monkeypatch.setenv("CE_AUTH_SOCK", str(tmp_path / "nowhere" / "agent.sock"))
     ce_auth._client._reset_default_client()
