@@ -118,7 +118,10 @@ class FakeDaemon:
                     return  # close without answering
                 conn.sendall(reply)
             # then wait for the client to go
-            f.read()
+            try:
+                f.read()
+            except OSError:
+                pass
 
 
 HELLO = b'{"ok":true,"version":1,"daemon":"fake 0","pid":1}\n'
@@ -140,6 +143,29 @@ def test_protocol_errors_for_replies_the_protocol_does_not_allow(tmp_path, reply
         ce_auth.Client(fake.path).token()
     assert why in str(e.value) and e.value.code == "protocol_error" and e.value.exit_code == 1
     assert "X-Injected" not in str(e.value)
+
+
+@pytest.mark.parametrize("size,ok", [(64 * 1024, True), (64 * 1024 + 1, False)])
+def test_the_line_limit_is_64_kib_including_the_newline(tmp_path, size, ok):
+    """Both clients take a reply of exactly 64 KiB and refuse one byte more."""
+    import asyncio
+
+    pad = b'{"ok":true,"pad":"'
+    tail = b'","access_token":"abc","token_type":"bearer","expires_at":1,"profile":"p"}\n'
+    reply = pad + b"x" * (size - len(pad) - len(tail)) + tail
+    assert len(reply) == size
+    for kind in ("sync", "async"):
+        fake = FakeDaemon(tmp_path / kind, [HELLO, reply]) if (tmp_path / kind).mkdir() is None else None
+        if kind == "sync":
+            call = lambda: ce_auth.Client(fake.path).token()  # noqa: E731
+        else:
+            call = lambda: asyncio.run(ce_auth.AsyncClient(fake.path).token())  # noqa: E731
+        if ok:
+            assert call().access_token == "abc"
+        else:
+            with pytest.raises(ce_auth.ProtocolError) as e:
+                call()
+            assert "longer than 65536" in str(e.value)
 
 
 def test_another_protocol_version_is_a_protocol_error(tmp_path):

@@ -96,7 +96,7 @@ async def test_async_client_concurrency_one_connection(daemon):
         ts = await asyncio.gather(*(c.token() for _ in range(200)))
         assert len({t.access_token for t in ts}) == 1
         assert c.connections == 1
-        st = await c.status()
+        st = await c.status("dev")
         assert st["profiles"][0]["served"] >= 200
         assert (await c.whoami())["user"]["email"] == "user@example.com"
         t2 = await c.refresh()

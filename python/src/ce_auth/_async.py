@@ -79,7 +79,7 @@ async def _connect_trusted(path: str, timeout: float) -> _AConn:
     try:
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(via, limit=MAX_LINE + 1), timeout
+                asyncio.open_unix_connection(via, limit=MAX_LINE - 1), timeout
             )
         except asyncio.TimeoutError:
             raise NotRunning(_not_running_message(path, "connect timed out"), socket=path) from None

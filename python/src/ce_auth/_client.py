@@ -83,7 +83,7 @@ class _Conn:
         """The next reply line (with its ``\\n``)."""
         buf = self.buf
         while True:
-            i = buf.find(b"\n")
+            i = buf.find(b"\n", 0, MAX_LINE)
             if i >= 0:
                 line, buf = buf[: i + 1], buf[i + 1 :]
                 if line.strip():

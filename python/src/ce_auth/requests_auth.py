@@ -66,6 +66,9 @@ class CeAuth(AuthBase):
         """On a 401: one ``refresh``, then the request once more."""
         if r.status_code != 401 or getattr(r.request, _RETRIED, False):
             return r
+        if "Authorization" not in r.request.headers:
+            # requests dropped it on a redirect to another host: that host gets no token
+            return r
         token = self.client.refresh(self.profile, self.wait)
         # let the connection go back to the pool before reusing it
         r.content  # noqa: B018
