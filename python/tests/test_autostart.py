@@ -28,6 +28,11 @@ def autostart_env(home, issuer, monkeypatch, tmp_path):
     monkeypatch.delenv("CE_AUTH_NO_AUTOSTART")
     pids = []
     yield sock, pids
+    # and whatever the pidfile beside the socket names, should a test have failed early
+    try:
+        pids.append(int((Path(sock).parent / "ce-authd.pid").read_text().strip()))
+    except (OSError, ValueError):
+        pass
     for pid in pids:
         kill_pid(pid)
 

@@ -141,3 +141,25 @@ def test_session_errors_are_ce_auth_errors(daemon, api):
         with pytest.raises(ce_auth.UnknownProfile):
             s.get(api.url + "/x")
     assert api.log == []
+
+
+def test_the_tutorial_flow_with_ce_auth(daemon, issuer):
+    """The tutorial's steps, each done by the daemon: log in with e-mail and
+    password and create an API client (`login`), hold its secret (`add`),
+    then call the API with a Session; the issuer's own users/me checks the token."""
+    from support import EMAIL, PASSWORD
+
+    c = ce_auth.Client()
+    created = c.request({"op": "login", "token_url": issuer.token_url, "email": EMAIL, "password": PASSWORD})
+    assert created["client_id"] and created["client_secret"]
+    settings = {
+        "token_url": issuer.token_url,
+        "grant": "client_credentials",
+        "auth_method": "client_secret_jwt",
+        "client_id": created["client_id"],
+    }
+    c.request({"op": "add", "profile": "tutorial", "settings": settings, "secret": created["client_secret"]})
+
+    me = ce_auth.Session(profile="tutorial").get(issuer.base_url + "/api/v1/users/me")
+    assert me.status_code == 200, me.text
+    assert me.json()["email"] == EMAIL and me.json()["id"] == created["user_id"]
