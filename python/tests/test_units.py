@@ -195,3 +195,30 @@ def test_importing_the_package_imports_neither_http_library():
     code = "import sys, ce_auth; ce_auth.Session; print('requests' in sys.modules, 'httpx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"ok":true,"access_token":"eyJ.eyJ.c2ln","token_type":"bearer","expires_at":1665080017,"profile":"dev"}\n',
+        b'{"ok":true,"access_token":"a==","token_type":"bearer","expires_at":-5,"profile":"pr\xc3\xa9"}\r\n',
+        b'{"ok":true,"access_token":"a","token_type":"bearer","expires_at":1,"profile":"p\\u00e9"}\n',
+        b'{"ok": true, "access_token": "a", "token_type": "bearer", "expires_at": 1, "profile": "p", "new": 1}\n',
+        b'{"ok":true,"access_token":"a b","token_type":"bearer","expires_at":1,"profile":"p"}\n',
+        b'{"ok":true,"access_token":"' + b"a" * 16385 + b'","token_type":"bearer","expires_at":1,"profile":"p"}\n',
+        b'{"ok":true,"access_token":"a","token_type":"bearer","expires_at":1,"profile":"\xff"}\n',
+        b'{"ok":false,"error":{"code":"unknown_profile","message":"no"}}\n',
+    ],
+)
+def test_the_fast_token_parse_agrees_with_json(line):
+    def slow():
+        return _protocol.parse_token(_protocol.parse_reply(line, "token"))
+
+    try:
+        expected = slow()
+    except ce_auth.CeAuthError as e:
+        with pytest.raises(type(e)):
+            _protocol.parse_token_line(line)
+    else:
+        got = _protocol.parse_token_line(line)
+        assert got.as_dict() == expected.as_dict()

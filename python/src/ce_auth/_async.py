@@ -23,7 +23,7 @@ from ._protocol import (
     encode,
     parse_hello,
     parse_reply,
-    parse_token,
+    parse_token_line,
     reply_timeout,
     token_request,
 )
@@ -129,27 +129,26 @@ class AsyncClient:
     ) -> Token:
         """As :meth:`ce_auth.Client.token`."""
         req = token_request("token", profile, min_ttl, wait)
-        reply = await self._call(req, retry=True, autostart=True)
-        return parse_token(reply, "token")
+        return parse_token_line(await self._call(req, retry=True, autostart=True))
 
     async def refresh(self, profile: Optional[str] = None, wait: Optional[int] = None) -> Token:
         """As :meth:`ce_auth.Client.refresh`."""
         req = token_request("refresh", profile, None, wait)
-        return parse_token(await self._call(req, retry=True, autostart=True), "refresh")
+        return parse_token_line(await self._call(req, retry=True, autostart=True), "refresh")
 
     async def status(self, profile: Optional[str] = None) -> Dict[str, Any]:
         """As :meth:`ce_auth.Client.status` (never starts a daemon)."""
         req: Dict[str, Any] = {"op": "status"}
         if profile is not None:
             req["profile"] = profile
-        return await self._call(req, retry=True, autostart=False)
+        return parse_reply(await self._call(req, retry=True, autostart=False), "status")
 
     async def whoami(self, profile: Optional[str] = None) -> Dict[str, Any]:
         """As :meth:`ce_auth.Client.whoami`."""
         req: Dict[str, Any] = {"op": "whoami"}
         if profile is not None:
             req["profile"] = profile
-        return await self._call(req, retry=True, autostart=True)
+        return parse_reply(await self._call(req, retry=True, autostart=True), "whoami")
 
     async def hello(self) -> Dict[str, Any]:
         """As :meth:`ce_auth.Client.hello`."""
@@ -167,7 +166,7 @@ class AsyncClient:
         """As :meth:`ce_auth.Client.request`."""
         if not isinstance(request.get("op"), str):
             raise ValueError("a request needs an op")
-        return await self._call(request, retry=retry, autostart=autostart)
+        return parse_reply(await self._call(request, retry=retry, autostart=autostart), request["op"])
 
     async def aclose(self) -> None:
         """Closes the connection (a later request opens a new one)."""
@@ -222,7 +221,7 @@ class AsyncClient:
             return self._autostart
         return not _autostart.autostart_disabled()
 
-    async def _call(self, req: Dict[str, Any], retry: bool, autostart: bool) -> Dict[str, Any]:
+    async def _call(self, req: Dict[str, Any], retry: bool, autostart: bool) -> bytes:
         op = req["op"]
         line = encode(req)
         timeout = reply_timeout(req, self._timeout)
@@ -239,7 +238,7 @@ class AsyncClient:
                 log.debug("ce-authd connection on %s lost (%s); reconnecting once", conn.path, _why(e))
                 return await self._open(line, op, autostart, timeout)
 
-    async def _exchange(self, conn: _AConn, line: bytes, op: str, timeout: float) -> Dict[str, Any]:
+    async def _exchange(self, conn: _AConn, line: bytes, op: str, timeout: float) -> bytes:
         try:
             await asyncio.wait_for(conn.send(line), timeout)
             reply_line = await asyncio.wait_for(conn.read_line(), timeout)
@@ -255,11 +254,11 @@ class AsyncClient:
             # a reply may still come: this connection is out of step now
             self._drop()
             raise
-        return parse_reply(reply_line, op)
+        return reply_line
 
     async def _open(
         self, line: Optional[bytes], op: str, autostart: bool, timeout: Optional[float] = None
-    ) -> Dict[str, Any]:
+    ) -> bytes:
         path = socket_path(self._explicit)
         timeout = timeout or self._timeout
         try:
@@ -274,7 +273,7 @@ class AsyncClient:
             conn.hello = parse_hello(parse_reply(await asyncio.wait_for(conn.read_line(), self._timeout), "hello"))
             if line is None:
                 self._conn = conn
-                return conn.hello
+                return b""
             reply_line = await asyncio.wait_for(conn.read_line(), timeout)
         except asyncio.TimeoutError:
             conn.close()
@@ -286,7 +285,7 @@ class AsyncClient:
             conn.close()
             raise
         self._conn = conn
-        return parse_reply(reply_line, op)
+        return reply_line
 
     async def _start_daemon(self, path: str) -> _AConn:
         config = self._config or os.environ.get("CE_AUTH_CONFIG") or None

@@ -28,7 +28,7 @@ from ._protocol import (
     hello_request,
     parse_hello,
     parse_reply,
-    parse_token,
+    parse_token_line,
     reply_timeout,
     token_request,
 )
@@ -180,28 +180,27 @@ class Client:
             line = self._remember(key, req)
         else:
             req = None
-        reply = self._call(line, "token", self._reply_timeout(req, wait), retry=True, autostart=True)
-        return parse_token(reply, "token")
+        return parse_token_line(self._call(line, "token", self._reply_timeout(req, wait), retry=True, autostart=True))
 
     def refresh(self, profile: Optional[str] = None, wait: Optional[int] = None) -> Token:
         """A new token obtained now, even if the held one is fresh."""
         req = token_request("refresh", profile, None, wait)
-        reply = self._call(encode(req), "refresh", reply_timeout(req, self._timeout), retry=True, autostart=True)
-        return parse_token(reply, "refresh")
+        line = self._call(encode(req), "refresh", reply_timeout(req, self._timeout), retry=True, autostart=True)
+        return parse_token_line(line, "refresh")
 
     def status(self, profile: Optional[str] = None) -> Dict[str, Any]:
         """The daemon's ``status`` reply (a dict). Never starts a daemon."""
         req: Dict[str, Any] = {"op": "status"}
         if profile is not None:
             req["profile"] = profile
-        return self._call(encode(req), "status", self._timeout, retry=True, autostart=False)
+        return parse_reply(self._call(encode(req), "status", self._timeout, retry=True, autostart=False), "status")
 
     def whoami(self, profile: Optional[str] = None) -> Dict[str, Any]:
         """The issuer's ``users/me`` for a profile's token (the ``whoami`` reply)."""
         req: Dict[str, Any] = {"op": "whoami"}
         if profile is not None:
             req["profile"] = profile
-        return self._call(encode(req), "whoami", self._timeout, retry=True, autostart=True)
+        return parse_reply(self._call(encode(req), "whoami", self._timeout, retry=True, autostart=True), "whoami")
 
     def hello(self) -> Dict[str, Any]:
         """The daemon's answer to this connection's ``hello``: ``version``,
@@ -222,7 +221,8 @@ class Client:
         op = request.get("op")
         if not isinstance(op, str):
             raise ValueError("a request needs an op")
-        return self._call(encode(request), op, reply_timeout(request, self._timeout), retry=retry, autostart=autostart)
+        line = self._call(encode(request), op, reply_timeout(request, self._timeout), retry=retry, autostart=autostart)
+        return parse_reply(line, op)
 
     def close(self) -> None:
         """Closes the connection (a later request opens a new one)."""
@@ -277,7 +277,9 @@ class Client:
         if conn is not None:
             conn.close()
 
-    def _call(self, line: bytes, op: str, timeout: float, retry: bool, autostart: bool) -> Dict[str, Any]:
+    def _call(self, line: bytes, op: str, timeout: float, retry: bool, autostart: bool) -> bytes:
+        """Sends ``line`` and returns the reply line (not parsed: the caller
+        knows what it should be)."""
         with self._lock:
             conn = self._conn
             if conn is not None and conn.pid != os.getpid():
@@ -293,7 +295,7 @@ class Client:
                 log.debug("ce-authd connection on %s lost (%s); reconnecting once", conn.path, _why(e))
                 return self._open(line, op, autostart)
 
-    def _exchange(self, conn: _Conn, line: bytes, op: str, timeout: float) -> Dict[str, Any]:
+    def _exchange(self, conn: _Conn, line: bytes, op: str, timeout: float) -> bytes:
         if timeout != conn.timeout:
             set_timeouts(conn.sock, timeout)
         try:
@@ -310,9 +312,9 @@ class Client:
         finally:
             if timeout != conn.timeout and self._conn is conn:
                 set_timeouts(conn.sock, conn.timeout)
-        return parse_reply(reply_line, op)
+        return reply_line
 
-    def _open(self, line: Optional[bytes], op: str, autostart: bool) -> Dict[str, Any]:
+    def _open(self, line: Optional[bytes], op: str, autostart: bool) -> bytes:
         """Connects (starting the daemon if allowed), sends ``hello`` and
         ``line`` in one write, checks the handshake and returns ``line``'s reply."""
         path = socket_path(self._explicit)
@@ -330,7 +332,7 @@ class Client:
             conn.hello = parse_hello(parse_reply(conn.read_line(), "hello"))
             if line is None:
                 self._conn = conn
-                return conn.hello
+                return b""
             reply_line = conn.read_line()
         except (_Eof, OSError, _Timeout) as e:
             conn.close()
@@ -339,7 +341,7 @@ class Client:
             conn.close()
             raise
         self._conn = conn
-        return parse_reply(reply_line, op)
+        return reply_line
 
     def _start_daemon(self, path: str) -> Any:
         config = self._config or os.environ.get("CE_AUTH_CONFIG") or None
