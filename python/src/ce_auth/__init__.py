@@ -11,7 +11,7 @@ The core uses only the standard library; ``Session``/``CeAuth`` import
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, List
 
 from ._async import AsyncClient
 from ._client import Client, default_client, get_token
@@ -82,5 +82,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> list:
+def __dir__() -> List[str]:
     return sorted(set(globals()) | set(_LAZY))

@@ -45,10 +45,10 @@ def _seconds(text: str) -> int:
     return v
 
 
-def _common(default: Any) -> argparse.ArgumentParser:
+def _common(default: Any) -> "_Parser":
     # the global options, accepted before and after the command (after it,
     # with no default of their own, so they do not undo one given before)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--socket", metavar="PATH", default=default, help="the daemon's socket [default: $CE_AUTH_SOCK, else as ce-auth finds it]"
     )
@@ -67,10 +67,10 @@ def _common(default: Any) -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     common = _common(argparse.SUPPRESS)
 
-    profile = argparse.ArgumentParser(add_help=False)
+    profile = _Parser(add_help=False)
     profile.add_argument("-p", "--profile", metavar="PROFILE", help="the profile [default: the daemon's default]")
 
-    tok = argparse.ArgumentParser(add_help=False, parents=[profile])
+    tok = _Parser(add_help=False, parents=[profile])
     tok.add_argument("--min-ttl", type=_seconds, metavar="SECS", help="seconds the token must still be valid for [default: 60]")
     tok.add_argument(
         "--wait", type=_seconds, metavar="SECS", help="seconds to wait for a token when none held will do; 0 fails at once [default: 10]"

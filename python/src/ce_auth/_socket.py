@@ -227,13 +227,13 @@ def peer_uid(sock: socket.socket) -> Optional[int]:
     if hasattr(socket, "SO_PEERCRED"):
         raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         _pid, uid, _gid = _UCRED.unpack(raw[: _UCRED.size])
-        return uid
+        return int(uid)
     if sys.platform == "darwin" or sys.platform.startswith("freebsd"):
         sol_local = getattr(socket, "SOL_LOCAL", 0)
         local_peercred = getattr(socket, "LOCAL_PEERCRED", 1)
         raw = sock.getsockopt(sol_local, local_peercred, 256)
         _version, uid = _XUCRED_HEAD.unpack(raw[: _XUCRED_HEAD.size])
-        return uid
+        return int(uid)
     return None
 
 

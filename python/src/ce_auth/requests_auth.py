@@ -75,11 +75,14 @@ class CeAuth(AuthBase):
         r.close()
         prep = r.request.copy()
         setattr(prep, _RETRIED, True)
-        if prep._cookies is not None:  # type: ignore[attr-defined]
-            extract_cookies_to_jar(prep._cookies, r.request, r.raw)  # type: ignore[attr-defined]
-            prep.prepare_cookies(prep._cookies)  # type: ignore[attr-defined]
+        # as requests' own HTTPDigestAuth: cookies the 401 set go with the retry
+        jar = getattr(prep, "_cookies", None)
+        if jar is not None:
+            extract_cookies_to_jar(jar, r.request, r.raw)
+            prep.prepare_cookies(jar)
         prep.headers["Authorization"] = "Bearer " + token.access_token
-        retried = r.connection.send(prep, **kwargs)  # type: ignore[attr-defined]
+        adapter: Any = getattr(r, "connection")
+        retried: requests.Response = adapter.send(prep, **kwargs)
         retried.history.append(r)
         retried.request = prep
         return retried
