@@ -11,9 +11,8 @@ The core uses only the standard library; ``Session``/``CeAuth`` import
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, List
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
 
-from ._async import AsyncClient
 from ._client import Client, default_client, get_token
 from ._protocol import MAX_TOKEN_LEN, PROTOCOL_VERSION, Token, is_bearer_token
 from ._socket import socket_path
@@ -33,6 +32,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any, List
+
+    from ._async import AsyncClient
     from .httpx_auth import HttpxAuth
     from .requests_auth import CeAuth, Session
 
@@ -65,6 +67,8 @@ __all__ = [
 
 # the integrations, imported on first use so `import ce_auth` needs neither library
 _LAZY = {
+    # asyncio alone takes longer to import than the rest of the package
+    "AsyncClient": "._async",
     "Session": ".requests_auth",
     "CeAuth": ".requests_auth",
     "HttpxAuth": ".httpx_auth",

@@ -10,13 +10,14 @@ and keys stay with the step): :data:`AUTOSTART_ENV`, every ``LC_*`` and every
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import threading
 import time
-from typing import Dict, List, Mapping, Optional
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
 
 from .errors import AutostartFailed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Dict, List, Mapping, Optional
 
 __all__ = [
     "AUTOSTART_ENV",
@@ -97,6 +98,8 @@ def autostart_env(environ: Mapping[str, str]) -> Dict[str, str]:
 
 def find_daemon() -> Optional[str]:
     """The ``ce-authd`` on ``PATH``, if any."""
+    import shutil
+
     return shutil.which("ce-authd")
 
 
@@ -118,6 +121,8 @@ class Starter:
                 socket=socket,
             )
         self.program = prog
+        import subprocess
+
         argv = [prog, "--daemon", "--socket", socket]
         if config:
             argv += ["--config", config]

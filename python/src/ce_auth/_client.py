@@ -12,12 +12,11 @@ is sent once more on a new connection, checked again from scratch.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import threading
 import time
 import weakref
-from typing import Any, Dict, Optional, Tuple, Union
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
 
 from . import _autostart
 from ._protocol import (
@@ -37,9 +36,17 @@ from .errors import CeAuthError, ConnectionLost, NotRunning, ProtocolError
 
 __all__ = ["Client", "get_token", "default_client"]
 
-log = logging.getLogger("ce_auth")
+if TYPE_CHECKING:  # pragma: no cover  (typing is not imported at run time: a fresh process starts sooner)
+    from typing import Any, Dict, Optional, Tuple, Union
 
-PathLike = Union[str, "os.PathLike[str]"]
+    PathLike = Union[str, os.PathLike[str]]
+
+
+def _debug(msg: str, *args: object) -> None:
+    """Logs to the ``ce_auth`` logger (imported only when something is logged)."""
+    import logging
+
+    logging.getLogger("ce_auth").debug(msg, *args)
 
 # the ops that may be sent again on a new connection when a kept one fails
 _RETRYABLE = frozenset(["hello", "token", "refresh", "status", "whoami"])
@@ -292,7 +299,7 @@ class Client:
                 self._drop()
                 if not retry:
                     raise self._lost(conn.path, e, op) from None
-                log.debug("ce-authd connection on %s lost (%s); reconnecting once", conn.path, _why(e))
+                _debug("ce-authd connection on %s lost (%s); reconnecting once", conn.path, _why(e))
                 return self._open(line, op, autostart)
 
     def _exchange(self, conn: _Conn, line: bytes, op: str, timeout: float) -> bytes:
@@ -345,7 +352,7 @@ class Client:
 
     def _start_daemon(self, path: str) -> Any:
         config = self._config or os.environ.get("CE_AUTH_CONFIG") or None
-        log.debug("nothing answers on %s; starting ce-authd", path)
+        _debug("nothing answers on %s; starting ce-authd", path)
         starter = _autostart.Starter(path, self._daemon, config)
         while True:
             try:

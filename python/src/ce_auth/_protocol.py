@@ -6,14 +6,17 @@ No I/O here: :mod:`ce_auth._client` and :mod:`ce_auth._async` move the bytes.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import re
 import time
-from typing import Any, Dict, Optional
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
 
 from ._version import __version__
 from .errors import ProtocolError, error_from_reply
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datetime as _dt
+    from typing import Any, Dict, Optional
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -91,6 +94,8 @@ class Token:
     @property
     def expires(self) -> _dt.datetime:
         """``expires_at`` as an aware UTC datetime."""
+        import datetime as _dt
+
         return _dt.datetime.fromtimestamp(self.expires_at, tz=_dt.timezone.utc)
 
     @property

@@ -23,9 +23,12 @@ import socket
 import stat
 import struct
 import sys
-from typing import Callable, Mapping, Optional, Tuple
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
 
 from .errors import CeAuthError, NotRunning, Untrusted
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable, Mapping, Optional, Tuple
 
 __all__ = [
     "socket_path",

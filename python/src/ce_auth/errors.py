@@ -10,7 +10,10 @@ contains a token or a secret.
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+TYPE_CHECKING = False  # as typing.TYPE_CHECKING, without importing typing at run time
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Dict, Optional, Type
 
 __all__ = [
     "CeAuthError",
