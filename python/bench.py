@@ -52,6 +52,7 @@ import http.server, sys
 BODY = b'{"ok": true}'
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else delayed ACKs add 40 ms per keep-alive request
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -227,14 +228,21 @@ def bench_session(world: World, rounds: int, batch: int) -> Dict[str, Any]:
         for _ in range(300):
             assert s.get(url).status_code == 200
     per: Dict[str, List[float]] = {"plain": [], "ce_auth": []}
+    clock = time.perf_counter
     for r in range(rounds):
-        # alternate which goes first, so drift hits both alike
+        # request by request in turn (which one first alternates by round), so
+        # drifting machine load hits both alike
+        xs: Dict[str, List[float]] = {"plain": [], "ce_auth": []}
         order = [("plain", plain), ("ce_auth", ours)]
         if r % 2:
             order.reverse()
-        for name, s in order:
-            xs = time_calls(lambda: s.get(url), batch)
-            per[name].append(statistics.median(xs))
+        for _ in range(batch):
+            for name, s in order:
+                t0 = clock()
+                s.get(url)
+                xs[name].append(clock() - t0)
+        for name in per:
+            per[name].append(statistics.median(xs[name]))
     plain_med = statistics.median(per["plain"])
     ours_med = statistics.median(per["ce_auth"])
     return {

@@ -22,6 +22,10 @@ class CountingClient(ce_auth.Client):
         self.tokens += 1
         return super().token(*a, **kw)
 
+    def token_ahead(self, *a, **kw):
+        self.tokens += 1
+        return super().token_ahead(*a, **kw)
+
     def refresh(self, *a, **kw):
         self.refreshes += 1
         return super().refresh(*a, **kw)

@@ -161,7 +161,10 @@ class Client:
         self._daemon = os.fspath(daemon) if daemon is not None else None
         self._config = os.fspath(config) if config is not None else None
         self._timeout = float(timeout)
-        self._lock = threading.Lock()
+        # reentrant: a thread holding a sent-ahead token request (see
+        # token_ahead) that makes another request first collects that reply
+        self._lock = threading.RLock()
+        self._pending: Optional[TokenTicket] = None
         self._conn: Optional[_Conn] = None
         self._lines: Dict[Tuple[Any, ...], bytes] = {}
         #: connections made so far (each one checked before use)
@@ -189,6 +192,57 @@ class Client:
             req = None
         return parse_token_line(self._call(line, "token", self._reply_timeout(req, wait), retry=True, autostart=True))
 
+    def token_ahead(
+        self, profile: Optional[str] = None, min_ttl: Optional[int] = None, wait: Optional[int] = None
+    ) -> "TokenTicket":
+        """Sends a ``token`` request now and returns a ticket whose
+        :meth:`TokenTicket.result` reads the reply: the daemon answers while
+        the caller does other work (``ce_auth.Session`` asks for the token as
+        a request starts and takes it just before it is sent).
+
+        Until the ticket is done, this thread holds the client's lock: other
+        threads' requests wait, and a request of this thread first collects
+        the ticket's reply. Always finish a ticket (``result()`` or
+        ``close()``, or use it as a context manager).
+        """
+        key = ("token", profile, min_ttl, wait)
+        line = self._lines.get(key)
+        if line is None:
+            line = self._remember(key, token_request("token", profile, min_ttl, wait))
+        timeout = self._reply_timeout(None, wait)
+        self._lock.acquire()
+        try:
+            self._resolve_pending()
+            ticket = TokenTicket(self, line, timeout)
+            conn = self._conn
+            if conn is not None and conn.pid != os.getpid():
+                self._conn = conn = None
+            if conn is None:
+                # a new connection: hello and the request go together, and are answered now
+                ticket._finish(self._open(line, "token", True))
+                self._lock.release()
+                return ticket
+            try:
+                if timeout != conn.timeout:
+                    set_timeouts(conn.sock, timeout)
+                conn.send(line)
+            except (_Eof, OSError, _Timeout) as e:
+                ticket._failed = e
+            ticket._conn = conn
+            ticket._locked = True
+            self._pending = ticket
+            return ticket
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _resolve_pending(self) -> None:
+        """Collects the reply of this thread's sent-ahead request, if any (lock held)."""
+        t = self._pending
+        if t is not None:
+            self._pending = None
+            t._collect()
+
     def refresh(self, profile: Optional[str] = None, wait: Optional[int] = None) -> Token:
         """A new token obtained now, even if the held one is fresh."""
         req = token_request("refresh", profile, None, wait)
@@ -213,6 +267,7 @@ class Client:
         """The daemon's answer to this connection's ``hello``: ``version``,
         ``daemon`` (name and version), ``pid``. Connects if needed."""
         with self._lock:
+            self._resolve_pending()
             if self._conn is None or self._conn.pid != os.getpid():
                 self._conn = None
                 self._open(None, "hello", True)
@@ -234,6 +289,7 @@ class Client:
     def close(self) -> None:
         """Closes the connection (a later request opens a new one)."""
         with self._lock:
+            self._resolve_pending()
             self._drop()
 
     def __enter__(self) -> "Client":
@@ -273,7 +329,8 @@ class Client:
         return not _autostart.autostart_disabled()
 
     def _forget_after_fork(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._pending = None
         conn, self._conn = self._conn, None
         if conn is not None:
             # our copy of the parent's descriptor; the parent's connection lives on
@@ -288,6 +345,7 @@ class Client:
         """Sends ``line`` and returns the reply line (not parsed: the caller
         knows what it should be)."""
         with self._lock:
+            self._resolve_pending()
             conn = self._conn
             if conn is not None and conn.pid != os.getpid():
                 self._conn = conn = None
@@ -374,6 +432,97 @@ class Client:
         if isinstance(e, _Timeout):
             return ConnectionLost("no reply from ce-authd on %s (to `%s`) in time" % (path, op))
         return ConnectionLost("talking to ce-authd on %s (`%s`): %s" % (path, op, _why(e)))
+
+
+class TokenTicket:
+    """A ``token`` request sent ahead by :meth:`Client.token_ahead`."""
+
+    __slots__ = ("_client", "_line", "_timeout", "_conn", "_failed", "_reply", "_error", "_done", "_locked")
+
+    def __init__(self, client: Client, line: bytes, timeout: float) -> None:
+        self._client = client
+        self._line = line
+        self._timeout = timeout
+        self._conn: Optional[_Conn] = None
+        self._failed: Optional[BaseException] = None
+        self._reply: Optional[bytes] = None
+        self._error: Optional[BaseException] = None
+        self._done = False
+        # whether this ticket holds the client's lock (from token_ahead until result/close)
+        self._locked = False
+
+    def _finish(self, reply: bytes) -> None:
+        self._reply = reply
+        self._done = True
+
+    def _collect(self) -> None:
+        """Reads the reply (the client's lock is held, by this thread)."""
+        c = self._client
+        conn = self._conn
+        try:
+            if conn is None or c._conn is not conn:
+                raise _Eof()
+            if self._failed is not None:
+                raise self._failed
+            try:
+                self._reply = conn.read_line()
+            except _Timeout:
+                c._drop()
+                raise ConnectionLost(
+                    "no reply from ce-authd on %s within %g s (to `token`)" % (conn.path, self._timeout)
+                ) from None
+            except ProtocolError:
+                c._drop()
+                raise
+            finally:
+                if c._conn is conn and self._timeout != conn.timeout:
+                    set_timeouts(conn.sock, conn.timeout)
+        except (_Eof, OSError) as e:
+            # the kept connection failed: once more on a new one, as for token()
+            c._drop()
+            path = conn.path if conn is not None else "?"
+            _debug("ce-authd connection on %s lost (%s); reconnecting once", path, _why(e))
+            try:
+                self._reply = c._open(self._line, "token", True)
+            except BaseException as e2:  # noqa: BLE001  (given to the caller by result())
+                self._error = e2
+        except BaseException as e:  # noqa: BLE001
+            self._error = e
+        finally:
+            self._done = True
+
+    def _release(self) -> None:
+        """Collects the reply if no later request of this thread has, and lets the lock go."""
+        if self._locked:
+            self._locked = False
+            c = self._client
+            try:
+                if c._pending is self:
+                    c._pending = None
+                    self._collect()
+            finally:
+                c._lock.release()
+
+    def result(self) -> Token:
+        """The token (or the error the request ended with)."""
+        self._release()
+        if self._error is not None:
+            raise self._error
+        assert self._reply is not None
+        return parse_token_line(self._reply)
+
+    def close(self) -> None:
+        """Finishes the ticket without taking its token (the reply is read and dropped)."""
+        self._release()
+
+    def __enter__(self) -> "TokenTicket":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return "<ce_auth.TokenTicket %s>" % ("done" if self._done else "pending")
 
 
 def _why(e: BaseException) -> str:

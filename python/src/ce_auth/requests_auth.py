@@ -13,6 +13,7 @@ Import ``requests`` is done here only, and this module is imported only when
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Optional
 
 import requests
@@ -25,6 +26,8 @@ __all__ = ["CeAuth", "Session"]
 
 # marks the second attempt of a request, so a second 401 is returned as is
 _RETRIED = "_ce_auth_retried"
+# a prepared request whose token Session.send is to take from a sent-ahead request
+_TICKET = "_ce_auth_ticket"
 
 
 def _replayable(body: object) -> bool:
@@ -49,6 +52,8 @@ class CeAuth(AuthBase):
         self.min_ttl = min_ttl
         self.wait = wait
         self._client = client
+        # a token request Session.request sent ahead for this thread's current request
+        self._ahead = threading.local()
 
     @property
     def client(self) -> Client:
@@ -56,8 +61,14 @@ class CeAuth(AuthBase):
         return self._client if self._client is not None else default_client()
 
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        token = self.client.token(self.profile, self.min_ttl, self.wait)
-        r.headers["Authorization"] = "Bearer " + token.access_token
+        ticket = getattr(self._ahead, "ticket", None)
+        if ticket is not None:
+            # Session.send takes the token just before the request goes out
+            self._ahead.ticket = None
+            setattr(r, _TICKET, ticket)
+        else:
+            token = self.client.token(self.profile, self.min_ttl, self.wait)
+            r.headers["Authorization"] = "Bearer " + token.access_token
         if _replayable(r.body):
             r.register_hook("response", self._handle_401)
         return r
@@ -110,6 +121,34 @@ class Session(requests.Session):
     ) -> None:
         super().__init__()
         self.auth = CeAuth(profile, min_ttl, wait, client)
+
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        """As ``requests.Session.request``. The token is asked for as the
+        request starts and taken just before it is sent, so the daemon
+        answers while requests prepares the request (``ce_auth.Session``
+        costs about one token request per request, not more)."""
+        auth = self.auth
+        # positional arguments after url: params, data, headers, cookies, files, auth
+        own_auth = kwargs.get("auth") if len(args) < 6 else args[5]
+        if not isinstance(auth, CeAuth) or own_auth is not None:
+            return super().request(method, url, *args, **kwargs)
+        ticket = auth.client.token_ahead(auth.profile, auth.min_ttl, auth.wait)
+        auth._ahead.ticket = ticket
+        try:
+            return super().request(method, url, *args, **kwargs)
+        finally:
+            # normally taken by send(); not if preparing the request failed first
+            auth._ahead.ticket = None
+            ticket.close()
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        """As ``requests.Session.send``, setting the token of a request
+        :meth:`request` asked for ahead."""
+        ticket = getattr(request, _TICKET, None)
+        if ticket is not None:
+            delattr(request, _TICKET)
+            request.headers["Authorization"] = "Bearer " + ticket.result().access_token
+        return super().send(request, **kwargs)
 
     def __repr__(self) -> str:
         return "<ce_auth.Session %r>" % (self.auth,)
