@@ -204,3 +204,52 @@ def test_the_api_server_refuses_expired_and_forged_tokens(tmp_path, start_daemon
 
 def test_raw_socket_helper_sees_the_daemon(daemon):
     assert raw_request(daemon.socket, {"op": "hello", "version": 1})["ok"] is True
+
+
+def test_token_ahead_tickets(daemon):
+    c = ce_auth.Client()
+    expected = c.token()
+    # the plain case: send now, read later
+    ticket = c.token_ahead()
+    assert "pending" in repr(ticket) and expected.access_token not in repr(ticket)
+    assert ticket.result() == expected
+    # a later request of the same thread collects the ticket's reply first
+    ticket = c.token_ahead("dev", min_ttl=30)
+    assert c.status("dev")["profiles"][0]["name"] == "dev"
+    assert ticket.result() == expected
+    # closed without taking the token: the connection stays in step
+    with c.token_ahead():
+        pass
+    assert c.token() == expected
+    # errors come out of result()
+    ticket = c.token_ahead("nope")
+    with pytest.raises(ce_auth.UnknownProfile):
+        ticket.result()
+    # another thread waits for the ticket to finish, then gets its own reply
+    ticket = c.token_ahead()
+    got = []
+    t = threading.Thread(target=lambda: got.append(c.token()))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive() and got == [], "the other thread must wait for the ticket"
+    assert ticket.result() == expected
+    t.join(10)
+    assert got == [expected] and c.connections == 1
+
+
+def test_token_ahead_survives_a_daemon_restart(home, issuer, monkeypatch):
+    home.write_config(issuer)
+    first = Daemon(home).start()
+    monkeypatch.setenv("CE_AUTH_SOCK", first.socket)
+    c = ce_auth.Client()
+    try:
+        c.token()
+        first.stop()
+        second = Daemon(home).start()
+        try:
+            t = c.token_ahead().result()
+            assert ce_auth.is_bearer_token(t.access_token) and c.connections == 2
+        finally:
+            second.kill()
+    finally:
+        first.kill()

@@ -108,20 +108,20 @@ class FakeDaemon:
     def serve(self):
         conn, _ = self.sock.accept()
         with conn:
-            f = conn.makefile("rb")
-            for reply in self.replies:
-                line = f.readline()
-                if not line:
-                    return
-                self.received += line
-                if reply is None:
-                    return  # close without answering
-                conn.sendall(reply)
-            # then wait for the client to go
             try:
+                f = conn.makefile("rb")
+                for reply in self.replies:
+                    line = f.readline()
+                    if not line:
+                        return
+                    self.received += line
+                    if reply is None:
+                        return  # close without answering
+                    conn.sendall(reply)
+                # then wait for the client to go
                 f.read()
             except OSError:
-                pass
+                pass  # the client went first (it refused what it got)
 
 
 HELLO = b'{"ok":true,"version":1,"daemon":"fake 0","pid":1}\n'

@@ -167,3 +167,29 @@ def test_the_tutorial_flow_with_ce_auth(daemon, issuer):
     me = ce_auth.Session(profile="tutorial").get(issuer.base_url + "/api/v1/users/me")
     assert me.status_code == 200, me.text
     assert me.json()["email"] == EMAIL and me.json()["id"] == created["user_id"]
+
+
+def test_a_request_that_fails_to_prepare_leaves_the_client_usable(daemon, api):
+    c = CountingClient()
+    with ce_auth.Session(client=c) as s:
+        with pytest.raises(requests.exceptions.MissingSchema):
+            s.get("no-scheme.example/x")
+        with pytest.raises(requests.exceptions.InvalidURL):
+            s.get("http://")
+        # the token asked for ahead was read and dropped; the lock is free for other threads
+        import threading
+
+        got = []
+        t = threading.Thread(target=lambda: got.append(c.token()))
+        t.start()
+        t.join(10)
+        assert got and s.get(api.url + "/ok").status_code == 200
+    assert c.connections == 1
+
+
+def test_a_request_with_its_own_auth_asks_no_token(daemon, api):
+    c = CountingClient()
+    with ce_auth.Session(client=c) as s:
+        r = s.get(api.url + "/x", auth=("user", "pw"))
+    assert r.status_code == 401 and c.tokens == 0
+    assert api.log[-1]["authorization"].startswith("Basic ")
