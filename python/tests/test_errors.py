@@ -192,6 +192,11 @@ def test_connection_lost_when_no_reply_comes_in_time(tmp_path):
     with pytest.raises(ce_auth.ConnectionLost) as e:
         ce_auth.Client(str(d / "agent.sock"), timeout=0.3).token()
     assert "in time" in str(e.value) or "within" in str(e.value)
+    import asyncio
+
+    with pytest.raises(ce_auth.ConnectionLost) as e:
+        asyncio.run(ce_auth.AsyncClient(str(d / "agent.sock"), timeout=0.3).token())
+    assert "in time" in str(e.value) or "within" in str(e.value)
     srv.close()
 
 

@@ -37,6 +37,34 @@ log = logging.getLogger("ce_auth")
 PathLike = Union[str, "os.PathLike[str]"]
 
 
+if hasattr(asyncio, "timeout"):  # Python 3.11+: no task per bounded await
+    _deadline = asyncio.timeout
+else:  # pragma: no cover  (3.9, 3.10)
+
+    class _deadline:  # type: ignore[no-redef]
+        """``asyncio.timeout`` for Pythons without it: cancels the current
+        task when the time is up, and turns that into ``TimeoutError``."""
+
+        def __init__(self, delay: float) -> None:
+            self._delay = delay
+            self._expired = False
+
+        async def __aenter__(self) -> None:
+            loop = asyncio.get_running_loop()
+            task = asyncio.current_task()
+            assert task is not None
+            self._handle = loop.call_later(self._delay, self._expire, task)
+
+        def _expire(self, task: "asyncio.Task[Any]") -> None:
+            self._expired = True
+            task.cancel()
+
+        async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+            self._handle.cancel()
+            if self._expired and exc_type is asyncio.CancelledError:
+                raise asyncio.TimeoutError()
+
+
 class _AConn:
     __slots__ = ("reader", "writer", "loop", "hello", "path", "pid")
 
@@ -50,7 +78,9 @@ class _AConn:
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
-        await self.writer.drain()
+        # a request line fits the socket buffer: wait only when it did not
+        if self.writer.transport.get_write_buffer_size():
+            await self.writer.drain()
 
     async def read_line(self) -> bytes:
         while True:
@@ -240,8 +270,9 @@ class AsyncClient:
 
     async def _exchange(self, conn: _AConn, line: bytes, op: str, timeout: float) -> bytes:
         try:
-            await asyncio.wait_for(conn.send(line), timeout)
-            reply_line = await asyncio.wait_for(conn.read_line(), timeout)
+            async with _deadline(timeout):
+                await conn.send(line)
+                reply_line = await conn.read_line()
         except asyncio.TimeoutError:
             self._drop()
             raise ConnectionLost(

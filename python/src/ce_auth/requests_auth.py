@@ -122,7 +122,7 @@ class Session(requests.Session):
         super().__init__()
         self.auth = CeAuth(profile, min_ttl, wait, client)
 
-    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
         """As ``requests.Session.request``. The token is asked for as the
         request starts and taken just before it is sent, so the daemon
         answers while requests prepares the request (``ce_auth.Session``
