@@ -228,24 +228,35 @@ def bench_session(world: World, rounds: int, batch: int) -> Dict[str, Any]:
         for _ in range(300):
             assert s.get(url).status_code == 200
     per: Dict[str, List[float]] = {"plain": [], "ce_auth": []}
+    cpu: Dict[str, List[float]] = {"plain": [], "ce_auth": []}
     clock = time.perf_counter
+    cpu_clock = time.process_time
     for r in range(rounds):
         # request by request in turn (which one first alternates by round), so
         # drifting machine load hits both alike
         xs: Dict[str, List[float]] = {"plain": [], "ce_auth": []}
+        cs: Dict[str, List[float]] = {"plain": [], "ce_auth": []}
         order = [("plain", plain), ("ce_auth", ours)]
         if r % 2:
             order.reverse()
         for _ in range(batch):
             for name, s in order:
+                c0 = cpu_clock()
                 t0 = clock()
                 s.get(url)
                 xs[name].append(clock() - t0)
+                cs[name].append(cpu_clock() - c0)
         for name in per:
             per[name].append(statistics.median(xs[name]))
+            cpu[name].append(statistics.mean(cs[name]))
     plain_med = statistics.median(per["plain"])
     ours_med = statistics.median(per["ce_auth"])
+    plain_cpu = statistics.median(cpu["plain"])
+    ours_cpu = statistics.median(cpu["ce_auth"])
     return {
+        "plain_cpu_us": plain_cpu * 1e6,
+        "ce_auth_cpu_us": ours_cpu * 1e6,
+        "cpu_overhead_pct": (ours_cpu / plain_cpu - 1) * 100,
         "plain_median_us": plain_med * 1e6,
         "ce_auth_median_us": ours_med * 1e6,
         "overhead_us": (ours_med - plain_med) * 1e6,
@@ -317,13 +328,14 @@ def main() -> int:
         results = {
             "python": sys.version.split()[0],
             "machine": "%s, %d cores" % (os.uname().machine, os.cpu_count() or 0),
+            "loadavg_before": open("/proc/loadavg").read().split()[:3],
             "token": bench_token(world, n),
             "session": bench_session(world, rounds, batch),
             "processes": bench_processes(world, runs, ce_auth_bin),
         }
     finally:
         world.close()
-    print("Python %s on %s" % (results["python"], results["machine"]))
+    print("Python %s on %s; load average before: %s" % (results["python"], results["machine"], " ".join(results["loadavg_before"])))
     print("\n1. token latency, warm process, kept connection (%d calls each)" % n)
     for k, v in results["token"].items():
         print("   %-24s median %6.1f us   p99 %6.1f us" % (k, v["median_us"], v["p99_us"]))
@@ -332,6 +344,10 @@ def main() -> int:
     print("   plain, static header     median %6.1f us" % s["plain_median_us"])
     print("   ce_auth.Session          median %6.1f us" % s["ce_auth_median_us"])
     print("   overhead                 %+6.1f us  (%+.1f %%)" % (s["overhead_us"], s["overhead_pct"]))
+    print(
+        "   client CPU per request   plain %.1f us, ce_auth %.1f us (%+.1f %%)"
+        % (s["plain_cpu_us"], s["ce_auth_cpu_us"], s["cpu_overhead_pct"])
+    )
     print("\n3. a token in a fresh process (median of %d runs)" % runs)
     for k, v in results["processes"].items():
         print("   %-68s %7.1f ms" % (k, v["median_ms"]))
