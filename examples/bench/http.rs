@@ -37,14 +37,14 @@ pub fn upstream() -> anyhow::Result<()> {
                         async move {
                             type B = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
                             let path = req.uri().path().to_string();
-                        let delay = req
-                            .uri()
-                            .query()
-                            .and_then(|q| q.strip_prefix("ms="))
-                            .and_then(|ms| ms.parse::<u64>().ok());
-                        if let Some(ms) = delay {
-                            tokio::time::sleep(Duration::from_millis(ms)).await;
-                        }
+                            let delay = req
+                                .uri()
+                                .query()
+                                .and_then(|q| q.strip_prefix("ms="))
+                                .and_then(|ms| ms.parse::<u64>().ok());
+                            if let Some(ms) = delay {
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
                             let resp: hyper::Response<B> = if let Some(n) =
                                 path.strip_prefix("/bytes/")
                             {

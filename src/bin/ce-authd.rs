@@ -53,7 +53,7 @@ struct DaemonArgs {
     /// Configuration file [default: $CE_AUTH_CONFIG, else ~/.config/ce-auth/config.toml].
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Socket to serve [default: $CE_AUTH_SOCK, else $XDG_RUNTIME_DIR/ce-auth/agent.sock].
+    /// Socket to serve [default: $CE_AUTH_SOCK, else $XDG_RUNTIME_DIR/ce-auth/agent.sock, else /run/user/UID/ce-auth/agent.sock, else ~/.cache/ce-auth/HOST/agent.sock].
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
     /// Stay in the foreground (the default).

@@ -32,7 +32,7 @@ fn after_help() -> String {
     after_help = after_help()
 )]
 pub(super) struct Cli {
-    /// The daemon's socket [default: $XDG_RUNTIME_DIR/ce-auth/agent.sock]
+    /// The daemon's socket [default: $CE_AUTH_SOCK, else $XDG_RUNTIME_DIR/ce-auth/agent.sock, else /run/user/UID/ce-auth/agent.sock, else ~/.cache/ce-auth/HOST/agent.sock]
     #[arg(long, global = true, env = "CE_AUTH_SOCK", value_name = "PATH")]
     pub socket: Option<PathBuf>,
 

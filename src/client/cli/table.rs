@@ -48,7 +48,7 @@ pub(crate) fn status_table(status: &StatusReply, now: i64) -> String {
     }
     let mut out = format!(
         "{} (pid {}), up {}, protocol v{}, memory {}{}\n",
-        status.daemon,
+        printable(&status.daemon),
         status.pid,
         human_duration(status.uptime),
         status.version,
@@ -110,11 +110,13 @@ fn row(p: &ProfileStatus, default: Option<&str>, now: i64) -> [String; 5] {
     let error = p
         .last_error
         .as_deref()
-        .map(|e| e.replace(['\n', '\r'], " "))
+        .map(|e| printable(&e.replace(['\n', '\r'], " ")))
         .unwrap_or_else(|| "-".into());
+    // every string comes from the daemon, and through it from the issuer:
+    // nothing reaches the terminal unescaped
     [
-        format!("{mark}{}", p.name),
-        p.state.clone(),
+        format!("{mark}{}", printable(&p.name)),
+        printable(&p.state),
         until(p.expires_at, now, "expired"),
         until(p.next_refresh, now, "due"),
         error,
@@ -196,6 +198,37 @@ mod tests {
         assert!(lines[3].ends_with("the issuer rejected the client"), "{t}");
         let col = lines[1].find("STATE").unwrap();
         assert_eq!(lines[2].find("fresh"), Some(col));
+    }
+
+    #[test]
+    fn nothing_from_the_daemon_reaches_the_terminal_unescaped() {
+        let mut p = profile("dev\u{1b}]0;owned\u{7}");
+        p.state = "fresh\u{1b}[2J".into();
+        p.last_error = Some("bad\u{1b}[31m red".into());
+        let status = StatusReply {
+            version: 1,
+            daemon: "ce-authd\u{1b}[H".into(),
+            pid: 1,
+            uptime: 0,
+            memory_locked: true,
+            dumpable: None,
+            default_profile: None,
+            profiles: vec![p],
+            proxies: vec![crate::protocol::ProxyStatus {
+                listen: "127.0.0.1:1".into(),
+                url: Some("http://127.0.0.1:1\u{1b}[K".into()),
+                upstream: "https://a.example/".into(),
+                profile: "dev".into(),
+                requests: 0,
+                refused: 0,
+                errors: 0,
+                refreshes: 0,
+                connections: 0,
+            }],
+        };
+        let t = status_table(&status, 0);
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+        assert!(t.contains("\\u{1b}[31m"), "{t}");
     }
 
     #[test]
