@@ -35,3 +35,5 @@ mod private_dir;
 pub mod protocol;
 pub mod secret;
 pub mod spec;
+#[cfg(any(windows, test))]
+mod win;

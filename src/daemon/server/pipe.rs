@@ -1,0 +1,117 @@
+//! The daemon's named pipe on Windows (the `imp` of [`super`]).
+//!
+//! - The pipe is `\\.\pipe\ce-auth-<SID>` by default (see `crate::paths`).
+//! - Its security descriptor is explicit: owned by the daemon's user, with a
+//!   protected DACL granting access to that user and SYSTEM only (not the
+//!   default ACL, which also lets administrators and, for some service
+//!   accounts, everyone in).
+//! - Remote clients are rejected (`PIPE_REJECT_REMOTE_CLIENTS`), and the first
+//!   instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE` (both by
+//!   `interprocess`, which sets them unless told otherwise), so a process that
+//!   created the name first — a squatter waiting for secrets — makes the
+//!   daemon refuse to start instead of serving beside it. Later instances
+//!   need `FILE_CREATE_PIPE_INSTANCE` on our DACL, which no one else has.
+//! - Every connection's client process is looked up
+//!   (`GetNamedPipeClientProcessId`, then its access token's `TokenUser`) and
+//!   served only when it runs as the daemon's own user.
+
+use super::*;
+use crate::paths::socket_name;
+use crate::win::sid::{self, Sid};
+use interprocess::local_socket::ListenerOptions;
+use interprocess::os::windows::local_socket::ListenerOptionsExt;
+use interprocess::os::windows::security_descriptor::SecurityDescriptor;
+
+/// The pipe's security descriptor: the user and SYSTEM only.
+fn security_descriptor(own: &Sid) -> io::Result<SecurityDescriptor> {
+    let sddl = widestring::U16CString::from_str(sid::pipe_sddl(own))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    SecurityDescriptor::deserialize(&sddl)
+}
+
+pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
+    let own = crate::win::current_user()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot tell which user this is: {e}")))?;
+    let listener = ListenerOptions::new()
+        .name(socket_name(path)?)
+        .security_descriptor(security_descriptor(&own)?)
+        .create_tokio()
+        .map_err(|e| match e.kind() {
+            // FILE_FLAG_FIRST_PIPE_INSTANCE: the name exists already
+            io::ErrorKind::PermissionDenied | io::ErrorKind::AddrInUse => held_by(path, &own),
+            _ => BindError::Io(io::Error::new(
+                e.kind(),
+                format!("cannot create the pipe {}: {e}", path.display()),
+            )),
+        })?;
+    Ok(Listener {
+        inner: Inner::Async(listener),
+        path: Some(path.to_path_buf()),
+    })
+}
+
+/// Why the pipe at `path` cannot be ours: another daemon of this user
+/// ([`BindError::InUse`]), or a process of someone else that created the
+/// name first, which is refused loudly.
+fn held_by(path: &Path, own: &Sid) -> BindError {
+    use interprocess::local_socket::ConnectOptions;
+    use interprocess::local_socket::traits::StreamCommon;
+    let shown = path.display();
+    let squatted = |who: String| {
+        tracing::error!(pipe = %shown, "the pipe exists already and is not ours: {who}");
+        BindError::Io(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the pipe {shown} exists already and is held by {who}; refusing to serve \
+                 on it (another user may be impersonating ce-authd). Stop that process, or \
+                 choose another pipe with --socket or CE_AUTH_SOCK"
+            ),
+        ))
+    };
+    let Ok(name) = socket_name(path) else {
+        return squatted("an unknown process".into());
+    };
+    let stream = match ConnectOptions::new().name(name).connect_sync() {
+        Ok(s) => s,
+        // every instance busy: that much traffic means a live server; whose
+        // is unknown, so it is not trusted
+        Err(e) => return squatted(format!("a process that cannot be asked ({e})")),
+    };
+    let pid = match stream.peer_creds().map(|c| c.pid()) {
+        Ok(Some(pid)) => pid,
+        _ => return squatted("a process that does not say who it is".into()),
+    };
+    match crate::win::process_user(pid) {
+        Ok(user) if user == *own => BindError::InUse(shown.to_string()),
+        Ok(user) => squatted(format!("process {pid}, running as {user}")),
+        Err(e) => squatted(format!("process {pid}, whose user cannot be read ({e})")),
+    }
+}
+
+pub(super) fn from_systemd() -> io::Result<Option<Listener>> {
+    Ok(None)
+}
+
+pub(super) fn check_creds(
+    creds: &interprocess::local_socket::PeerCreds,
+    allow_uids: &[u32],
+) -> Result<Option<u32>, PeerRefused> {
+    // uids mean nothing here; `allow_uids` is documented as Unix-only
+    let _ = allow_uids;
+    let pid = creds
+        .pid()
+        .ok_or_else(|| PeerRefused::Unknown("no client process id".into()))?;
+    let own = crate::win::current_user()
+        .map_err(|e| PeerRefused::Unknown(format!("cannot tell which user this is: {e}")))?;
+    let peer = crate::win::process_user(pid)
+        .map_err(|e| PeerRefused::Unknown(format!("client process {pid}: {e}")))?;
+    if sid::daemon_accepts(&peer, &own) {
+        Ok(None)
+    } else {
+        Err(PeerRefused::OtherAccount {
+            pid,
+            sid: peer.to_string(),
+            own: own.to_string(),
+        })
+    }
+}
