@@ -104,6 +104,14 @@ if [[ ! -f $WINEPREFIX/system.reg ]]; then
     "$WINESERVER" -w
 fi
 check "wine prefix ready ($WINEPREFIX)" test -f "$WINEPREFIX/system.reg"
+# Wine 8 (Debian 12) has no bcryptprimitives.dll, which every Rust program
+# since 1.78 imports (ProcessPrng); Wine 9 and later ship it
+SYS32=$WINEPREFIX/drive_c/windows/system32
+if [[ ! -f $SYS32/bcryptprimitives.dll ]]; then
+    note "this Wine lacks bcryptprimitives.dll: installing a stub (scripts/windows/bcryptprimitives.c) in the prefix"
+    x86_64-w64-mingw32-gcc -O1 -Wall -shared -o "$SYS32/bcryptprimitives.dll" \
+        "$ROOT/scripts/windows/bcryptprimitives.c" -ladvapi32 || fail "build the bcryptprimitives.dll stub"
+fi
 
 PIDS=()
 cleanup() {
@@ -162,7 +170,8 @@ client_secret_file = '$(winpath "$2")'
 git_hosts = ["git.example.com"]
 EOF
 }
-profile filed "$WORK/ci.secret" >"$WORK/config.toml"
+# --dev makes dev the default; after a reload (which drops --dev's profile) filed is
+{ echo 'default_profile = "filed"'; profile filed "$WORK/ci.secret"; } >"$WORK/config.toml"
 chmod 600 "$WORK/config.toml"
 CONFIG=$(winpath "$WORK/config.toml")
 export CE_AUTH_SOCK=$PIPE CE_AUTH_CONFIG=$CONFIG CE_AUTH_NO_AUTOSTART=1
@@ -199,6 +208,12 @@ echo "$st" | sed 's/^/    /'
 check "ce-auth status lists dev and filed" grep -q filed <<<"$st"
 stj=$(cl status --json 2>>"$WORK/err")
 check "status: memory_locked is true (VirtualLock)" grep -q '"memory_locked": true' <<<"$stj"
+check "status: dumpable is false (the process DACL keeps other processes out)" \
+    grep -q '"dumpable": false' <<<"$stj"
+WINPID=$(sed -nE 's/^  "pid": ([0-9]+),/\1/p' <<<"$stj" | head -1)
+out=$("$WINE" "$TOOL" vmread "$WINPID" 2>&1)
+rc=$?
+check "another process of the user cannot open the daemon's memory ($out)" test "$rc" -eq 3
 check "ce-auth token -p filed (client_secret_file with an owner-only ACL)" \
     bash -c '[[ -n $("$0" "$1" token -p filed) ]]' "$WINE" "$CLIENT"
 
@@ -213,9 +228,6 @@ rc=$?
 check "ce-auth token -p ci2 after remove: unknown profile (exit $rc)" test "$rc" -eq 4
 out=$(cl refresh 2>&1)
 check "ce-auth refresh: $out" grep -q 'refreshed profile dev' <<<"$out"
-profile extra "$WORK/ci.secret" >>"$WORK/config.toml"
-out=$(cl reload 2>&1)
-check "ce-auth reload picks up a profile added to the file: $out" grep -q 'added: extra' <<<"$out"
 
 out=$(printf 'protocol=https\nhost=git.example.com\n\n' | cl git-credential get 2>&1)
 check "ce-auth git-credential get answers for git.example.com" \
@@ -239,8 +251,12 @@ check "6 ce-auth and 2 raw pipe clients at once all served (one cached token: $d
 check "the raw client (pipetool) gets hello and token replies" \
     bash -c 'grep -q "\"daemon\"" "$0" && grep -q "\"access_token\"" "$0"' "$WORK/raw1.out"
 
+profile extra "$WORK/ci.secret" >>"$WORK/config.toml"
+out=$(cl reload 2>&1)
+check "ce-auth reload picks up a profile added to the file: $(tr '\n' ' ' <<<"$out")" grep -q 'added: extra' <<<"$out"
+
 # a second daemon on the same pipe refuses to start
-"$WINE" "$DAEMON" --dev >/dev/null 2>"$WORK/second.err"
+timeout 60 "$WINE" "$DAEMON" --dev >/dev/null 2>"$WORK/second.err"
 rc=$?
 check "a second ce-authd on the same pipe refuses (exit $rc: $(tail -1 "$WORK/second.err"))" test "$rc" -eq 3
 
@@ -248,7 +264,7 @@ check "a second ce-authd on the same pipe refuses (exit $rc: $(tail -1 "$WORK/se
 # the Unix mode: 0644 gives Everyone read)
 profile open "$WORK/open.secret" >"$WORK/open.toml"
 chmod 600 "$WORK/open.toml"
-"$WINE" "$DAEMON" --config "$(winpath "$WORK/open.toml")" --socket '\\.\pipe\'"$PIPE_NAME-open" >/dev/null 2>"$WORK/open.err"
+timeout 60 "$WINE" "$DAEMON" --config "$(winpath "$WORK/open.toml")" --socket '\\.\pipe\'"$PIPE_NAME-open" >/dev/null 2>"$WORK/open.err"
 rc=$?
 check "a secret file others can read is refused (exit $rc: $(grep -o 'can be read by other users[^;]*' "$WORK/open.err" | head -1))" \
     bash -c '[[ $0 -eq 7 ]] && grep -q "can be read by other users" "$1"' "$rc" "$WORK/open.err"
@@ -311,7 +327,7 @@ echo "=== autostart ($(elapsed) s)"
 unset CE_AUTH_NO_AUTOSTART
 export CE_AUTH_SOCK='\\.\pipe\'"$PIPE_NAME-auto"
 t1=$(date +%s.%N)
-tok=$(timeout 90 "$WINE" "$CLIENT" token 2>"$WORK/auto.err")
+tok=$(timeout 90 "$WINE" "$CLIENT" token -p filed 2>"$WORK/auto.err")
 rc=$?
 t2=$(date +%s.%N)
 took=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$t1" "$t2")

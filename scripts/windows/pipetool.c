@@ -7,6 +7,9 @@
  *   pipetool client NAME      a second, independent pipe client: send hello
  *                             and token as raw protocol lines, print replies
  *   pipetool sddl NAME        print the pipe's owner and DACL as SDDL
+ *   pipetool vmread PID       try to open process PID for reading its memory,
+ *                             as another process of the same user would;
+ *                             exit 0 if that worked, 3 if access was denied
  *
  * Exit status 0 on success, 1 on failure (with a message on stderr).
  */
@@ -14,6 +17,7 @@
 #include <windows.h>
 #include <sddl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <wchar.h>
 
@@ -107,10 +111,24 @@ static int sddl(const char *name) {
     return 0;
 }
 
+static int vmread(const char *pid) {
+    DWORD id = (DWORD)strtoul(pid, NULL, 10);
+    HANDLE h = OpenProcess(PROCESS_VM_READ | PROCESS_QUERY_INFORMATION, FALSE, id);
+    if (h) {
+        printf("opened process %lu for reading its memory\n", (unsigned long)id);
+        CloseHandle(h);
+        return 0;
+    }
+    DWORD e = GetLastError();
+    printf("OpenProcess(PROCESS_VM_READ) on %lu: error %lu\n", (unsigned long)id, (unsigned long)e);
+    return e == ERROR_ACCESS_DENIED ? 3 : 1;
+}
+
 int main(int argc, char **argv) {
     if (argc == 4 && !strcmp(argv[1], "squat")) return squat(argv[2], argv[3]);
     if (argc == 3 && !strcmp(argv[1], "client")) return client(argv[2]);
     if (argc == 3 && !strcmp(argv[1], "sddl")) return sddl(argv[2]);
-    fprintf(stderr, "usage: pipetool squat NAME LOG | client NAME | sddl NAME\n");
+    if (argc == 3 && !strcmp(argv[1], "vmread")) return vmread(argv[2]);
+    fprintf(stderr, "usage: pipetool squat NAME LOG | client NAME | sddl NAME | vmread PID\n");
     return 2;
 }

@@ -145,6 +145,79 @@ mod imp {
         }
     }
 
+    /// Whether [`restrict_process_access`] took effect.
+    static RESTRICTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// The Windows counterpart of `PR_SET_DUMPABLE` 0: replaces this
+    /// process's DACL by a protected one that lets the user (and the owner,
+    /// through `OWNER RIGHTS`, which also takes away the owner's implicit
+    /// `WRITE_DAC`) only query, wait for and terminate it, and SYSTEM
+    /// everything. Other processes of the user can then no longer read or
+    /// write its memory, inject a thread or duplicate its handles; clients
+    /// can still look up its user (`PROCESS_QUERY_LIMITED_INFORMATION`).
+    /// Administrators holding `SeDebugPrivilege` are not stopped (as root
+    /// is not on Unix).
+    pub(crate) fn restrict_process_access() -> io::Result<()> {
+        use windows_sys::Win32::Security::Authorization::{
+            ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+            SE_KERNEL_OBJECT, SetSecurityInfo,
+        };
+        use windows_sys::Win32::Security::{
+            ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl,
+            PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
+        };
+        // PROCESS_TERMINATE | PROCESS_QUERY_LIMITED_INFORMATION | SYNCHRONIZE
+        const USER_RIGHTS: u32 = 0x0000_0001 | 0x0000_1000 | 0x0010_0000;
+        let own = current_user()?;
+        let sddl = wide(&format!(
+            "D:P(A;;{USER_RIGHTS:#x};;;{own})(A;;{USER_RIGHTS:#x};;;OW)(A;;GA;;;SY)"
+        ));
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: `sddl` is NUL-terminated; `sd` receives LocalAlloc memory freed by LocalBox.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let _sd = LocalBox(sd);
+        let (mut present, mut defaulted) = (0, 0);
+        let mut dacl: *mut ACL = std::ptr::null_mut();
+        // SAFETY: `sd` is the descriptor made above; the DACL points into it.
+        if unsafe { GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the pseudo-handle of this process carries all access; `dacl`
+        // is valid while `_sd` lives.
+        let err = unsafe {
+            SetSecurityInfo(
+                GetCurrentProcess(),
+                SE_KERNEL_OBJECT,
+                DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                dacl,
+                std::ptr::null(),
+            )
+        };
+        if err != 0 {
+            return Err(io::Error::from_raw_os_error(err as i32));
+        }
+        RESTRICTED.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether this process's memory is open to the user's other processes:
+    /// false once [`restrict_process_access`] succeeded.
+    pub(crate) fn process_memory_open() -> bool {
+        !RESTRICTED.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Frees memory the system allocated with `LocalAlloc` for us.
     pub(crate) struct LocalBox(pub(crate) *mut core::ffi::c_void);
 

@@ -32,13 +32,23 @@ fn security_descriptor(own: &Sid) -> io::Result<SecurityDescriptor> {
 pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
     let own = crate::win::current_user()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot tell which user this is: {e}")))?;
+    // FILE_FLAG_FIRST_PIPE_INSTANCE refuses a name that exists (Windows
+    // enforces it; Wine 8 ignores it); asking first also tells a daemon of
+    // ours from someone else's pipe in the message
+    if let Some(refusal) = existing_holder(path, &own) {
+        return Err(refusal);
+    }
     let listener = ListenerOptions::new()
         .name(socket_name(path)?)
         .security_descriptor(security_descriptor(&own)?)
         .create_tokio()
         .map_err(|e| match e.kind() {
             // FILE_FLAG_FIRST_PIPE_INSTANCE: the name exists already
-            io::ErrorKind::PermissionDenied | io::ErrorKind::AddrInUse => held_by(path, &own),
+            io::ErrorKind::PermissionDenied | io::ErrorKind::AddrInUse => {
+                existing_holder(path, &own).unwrap_or_else(|| {
+                    squatted(path, "a process that has let go of it since".into())
+                })
+            }
             _ => BindError::Io(io::Error::new(
                 e.kind(),
                 format!("cannot create the pipe {}: {e}", path.display()),
@@ -50,42 +60,59 @@ pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
     })
 }
 
-/// Why the pipe at `path` cannot be ours: another daemon of this user
-/// ([`BindError::InUse`]), or a process of someone else that created the
-/// name first, which is refused loudly.
-fn held_by(path: &Path, own: &Sid) -> BindError {
+/// Refuses a pipe name someone else holds, loudly.
+fn squatted(path: &Path, who: String) -> BindError {
+    let shown = path.display();
+    tracing::error!(pipe = %shown, "the pipe exists already and is not ours: {who}");
+    BindError::Io(io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!(
+            "the pipe {shown} exists already and is held by {who}; refusing to serve on it \
+             (another user may be impersonating ce-authd). Stop that process, or choose \
+             another pipe with --socket or CE_AUTH_SOCK"
+        ),
+    ))
+}
+
+/// Who holds the pipe at `path`, when it exists: another daemon of this user
+/// ([`BindError::InUse`]), or a process of someone else that created the name
+/// first (refused, naming it). `None` when no pipe of that name exists.
+fn existing_holder(path: &Path, own: &Sid) -> Option<BindError> {
     use interprocess::local_socket::ConnectOptions;
     use interprocess::local_socket::traits::StreamCommon;
-    let shown = path.display();
-    let squatted = |who: String| {
-        tracing::error!(pipe = %shown, "the pipe exists already and is not ours: {who}");
-        BindError::Io(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!(
-                "the pipe {shown} exists already and is held by {who}; refusing to serve \
-                 on it (another user may be impersonating ce-authd). Stop that process, or \
-                 choose another pipe with --socket or CE_AUTH_SOCK"
-            ),
-        ))
-    };
-    let Ok(name) = socket_name(path) else {
-        return squatted("an unknown process".into());
+    let name = match socket_name(path) {
+        Ok(n) => n,
+        Err(e) => return Some(BindError::Io(e)),
     };
     let stream = match ConnectOptions::new().name(name).connect_sync() {
         Ok(s) => s,
-        // every instance busy: that much traffic means a live server; whose
-        // is unknown, so it is not trusted
-        Err(e) => return squatted(format!("a process that cannot be asked ({e})")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        // every instance busy, or we may not open it: a live server whose
+        // user is unknown, so not trusted
+        Err(e) => {
+            return Some(squatted(
+                path,
+                format!("a process that cannot be asked ({e})"),
+            ));
+        }
     };
     let pid = match stream.peer_creds().map(|c| c.pid()) {
         Ok(Some(pid)) => pid,
-        _ => return squatted("a process that does not say who it is".into()),
+        _ => {
+            return Some(squatted(
+                path,
+                "a process that does not say who it is".into(),
+            ));
+        }
     };
-    match crate::win::process_user(pid) {
-        Ok(user) if user == *own => BindError::InUse(shown.to_string()),
-        Ok(user) => squatted(format!("process {pid}, running as {user}")),
-        Err(e) => squatted(format!("process {pid}, whose user cannot be read ({e})")),
-    }
+    Some(match crate::win::process_user(pid) {
+        Ok(user) if user == *own => BindError::InUse(path.display().to_string()),
+        Ok(user) => squatted(path, format!("process {pid}, running as {user}")),
+        Err(e) => squatted(
+            path,
+            format!("process {pid}, whose user cannot be read ({e})"),
+        ),
+    })
 }
 
 pub(super) fn from_systemd() -> io::Result<Option<Listener>> {
