@@ -369,6 +369,7 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
+    #[cfg(not(windows))]
     fn host<'a>(
         env: &'a dyn Fn(&str) -> Option<OsString>,
         run_user: &'a dyn Fn(u32) -> bool,
@@ -383,6 +384,8 @@ mod tests {
         }
     }
 
+    // the Unix resolver, with Unix paths
+    #[cfg(not(windows))]
     #[test]
     fn socket_cli_and_env_win_over_everything() {
         let e = env(&[("CE_AUTH_SOCK", "/a.sock"), ("XDG_RUNTIME_DIR", "/run/u")]);
@@ -397,6 +400,8 @@ mod tests {
         );
     }
 
+    // the Unix resolver, with Unix paths
+    #[cfg(not(windows))]
     #[test]
     fn socket_xdg_then_run_user_then_home_cache_per_host() {
         let e = env(&[("XDG_RUNTIME_DIR", "/run/u"), ("HOME", "/home/u")]);
@@ -425,6 +430,8 @@ mod tests {
         assert!(err.to_string().contains("CE_AUTH_SOCK"), "{err}");
     }
 
+    // the Unix resolver, with Unix paths
+    #[cfg(not(windows))]
     #[test]
     fn socket_ignores_empty_and_relative_values() {
         let e = env(&[
@@ -535,6 +542,8 @@ mod tests {
         assert_eq!(windows_daemon_log_from(&env(&[])), None);
     }
 
+    // the Unix resolver, with Unix paths
+    #[cfg(not(windows))]
     #[test]
     fn config_resolution_order() {
         let e = env(&[

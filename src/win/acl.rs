@@ -11,6 +11,9 @@
 //! refused, which errs on the safe side); ACEs that only pass down to
 //! children (`INHERIT_ONLY_ACE`) do not apply to the file itself.
 
+// the client only writes private files; reading a file's ACL is the daemon's
+#![cfg_attr(not(feature = "daemon"), allow(dead_code, unused_imports))]
+
 use super::sid::Sid;
 
 /// `FILE_READ_DATA`: reading the contents.
@@ -96,6 +99,8 @@ pub(crate) fn foreign_owner(owner: &Sid, own: &Sid) -> Option<String> {
     (!trusted(owner, own)).then(|| owner.to_string())
 }
 
+#[cfg(all(windows, test))]
+pub(crate) use imp::set_protected_dacl;
 #[cfg(windows)]
 pub(crate) use imp::{check_private, restrict_to_owner};
 
@@ -106,11 +111,11 @@ mod imp {
 
     use windows_sys::Win32::Security::Authorization::{
         ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo, SDDL_REVISION_1,
-        SE_FILE_OBJECT, SetSecurityInfo,
+        SE_FILE_OBJECT,
     };
     use windows_sys::Win32::Security::{
-        ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl, OWNER_SECURITY_INFORMATION,
-        PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+        ACL, DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+        SetKernelObjectSecurity,
     };
 
     use super::{foreign_owner, foreign_readers};
@@ -182,7 +187,13 @@ mod imp {
     /// Windows form of mode 0600.
     pub(crate) fn restrict_to_owner(file: &std::fs::File) -> io::Result<()> {
         let own = current_user()?;
-        let sddl = wide(&format!("D:P(A;;FA;;;{own})(A;;FA;;;SY)"));
+        set_protected_dacl(file, &format!("D:P(A;;FA;;;{own})(A;;FA;;;SY)"))
+    }
+
+    /// Replaces the DACL of the open file (opened with `WRITE_DAC`) by the
+    /// protected DACL written in SDDL (`D:P(...)`).
+    pub(crate) fn set_protected_dacl(file: &std::fs::File, dacl_sddl: &str) -> io::Result<()> {
+        let sddl = wide(dacl_sddl);
         let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
         // SAFETY: `sddl` is NUL-terminated; `sd` receives LocalAlloc memory freed by LocalBox.
         let ok = unsafe {
@@ -197,26 +208,14 @@ mod imp {
             return Err(io::Error::last_os_error());
         }
         let _sd = LocalBox(sd);
-        let (mut present, mut defaulted) = (0, 0);
-        let mut dacl: *mut ACL = std::ptr::null_mut();
-        // SAFETY: `sd` is the descriptor made above; the DACL points into it.
-        if unsafe { GetSecurityDescriptorDacl(sd, &mut present, &mut dacl, &mut defaulted) } == 0 {
+        // the descriptor as is (its DACL marked protected by `D:P`), not
+        // SetSecurityInfo: Wine 8's SetSecurityInfo on a file handle leaves
+        // it open to everyone (mode 0775), SetKernelObjectSecurity does not
+        // SAFETY: the handle is an open file; `sd` is valid while `_sd` lives.
+        if unsafe { SetKernelObjectSecurity(file.as_raw_handle(), DACL_SECURITY_INFORMATION, sd) }
+            == 0
+        {
             return Err(io::Error::last_os_error());
-        }
-        // SAFETY: the handle is an open file; `dacl` is valid while `_sd` lives.
-        let err = unsafe {
-            SetSecurityInfo(
-                file.as_raw_handle(),
-                SE_FILE_OBJECT,
-                DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                dacl,
-                std::ptr::null(),
-            )
-        };
-        if err != 0 {
-            return Err(io::Error::from_raw_os_error(err as i32));
         }
         Ok(())
     }
@@ -304,6 +303,40 @@ mod tests {
         a[10] = 0xff; // the ACE claims 511 bytes
         a[11] = 0x01;
         assert!(foreign_readers(&a, &own).is_err());
+    }
+
+    /// A file in a fresh directory, opened so its DACL can be set.
+    #[cfg(windows)]
+    fn file_with_dacl(dacl: impl FnOnce(&Sid) -> String) -> (tempfile::TempDir, std::fs::File) {
+        use std::os::windows::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .access_mode(0x8000_0000 | 0x4000_0000 | WRITE_DAC)
+            .open(dir.path().join("s.secret"))
+            .unwrap();
+        let own = crate::win::current_user().unwrap();
+        set_protected_dacl(&f, &dacl(&own)).unwrap();
+        (dir, f)
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn a_real_files_acl_is_read_and_judged() {
+        let (_d, f) = file_with_dacl(|own| format!("D:P(A;;FA;;;{own})(A;;FA;;;SY)"));
+        check_private(&f, "s.secret").unwrap();
+        let (_d, f) = file_with_dacl(|own| format!("D:P(A;;FA;;;{own})(A;;FR;;;WD)"));
+        let e = check_private(&f, "s.secret").unwrap_err();
+        assert!(
+            e.contains("can be read by other users (S-1-1-0)") && e.contains("icacls"),
+            "{e}"
+        );
+        // what the client writes (login's secret file) passes the daemon's check
+        let (_d, f) = file_with_dacl(|_| "D:P(A;;FR;;;WD)".into());
+        restrict_to_owner(&f).unwrap();
+        check_private(&f, "s.secret").unwrap();
     }
 
     #[test]

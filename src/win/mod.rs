@@ -146,6 +146,7 @@ mod imp {
     }
 
     /// Whether [`restrict_process_access`] took effect.
+    #[cfg(feature = "daemon")]
     static RESTRICTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
     /// The Windows counterpart of `PR_SET_DUMPABLE` 0: replaces this
@@ -157,6 +158,7 @@ mod imp {
     /// can still look up its user (`PROCESS_QUERY_LIMITED_INFORMATION`).
     /// Administrators holding `SeDebugPrivilege` are not stopped (as root
     /// is not on Unix).
+    #[cfg(feature = "daemon")]
     pub(crate) fn restrict_process_access() -> io::Result<()> {
         use windows_sys::Win32::Security::Authorization::{
             ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
@@ -214,6 +216,7 @@ mod imp {
 
     /// Whether this process's memory is open to the user's other processes:
     /// false once [`restrict_process_access`] succeeded.
+    #[cfg(feature = "daemon")]
     pub(crate) fn process_memory_open() -> bool {
         !RESTRICTED.load(std::sync::atomic::Ordering::Acquire)
     }

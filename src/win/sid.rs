@@ -111,6 +111,7 @@ impl fmt::Debug for Sid {
 /// The daemon's rule: it serves a peer only when the peer process runs as the
 /// daemon's own user. SYSTEM and administrators are not let in either (as on
 /// Unix, where root is refused unless listed in `allow_uids`).
+#[cfg(any(feature = "daemon", test))]
 pub(crate) fn daemon_accepts(peer: &Sid, own: &Sid) -> bool {
     peer == own
 }
@@ -125,6 +126,7 @@ pub(crate) fn client_trusts(server: &Sid, own: &Sid) -> bool {
 /// The security descriptor (SDDL) the daemon gives its pipe: owned by `own`,
 /// a protected DACL (nothing inherited) granting full access to `own` and to
 /// SYSTEM only. Everyone else, administrators included, cannot open it.
+#[cfg(any(feature = "daemon", test))]
 pub(crate) fn pipe_sddl(own: &Sid) -> String {
     format!("O:{own}D:P(A;;GA;;;{own})(A;;GA;;;SY)")
 }
