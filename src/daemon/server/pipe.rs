@@ -2,15 +2,18 @@
 //!
 //! - The pipe is `\\.\pipe\ce-auth-<SID>` by default (see `crate::paths`).
 //! - Its security descriptor is explicit: owned by the daemon's user, with a
-//!   protected DACL granting access to that user and SYSTEM only (not the
-//!   default ACL, which also lets administrators and, for some service
-//!   accounts, everyone in).
+//!   protected DACL granting access to that user and SYSTEM only. (The
+//!   default one grants full control to administrators too, and read access
+//!   to Everyone and the anonymous account.)
 //! - Remote clients are rejected (`PIPE_REJECT_REMOTE_CLIENTS`), and the first
 //!   instance is created with `FILE_FLAG_FIRST_PIPE_INSTANCE` (both by
 //!   `interprocess`, which sets them unless told otherwise), so a process that
 //!   created the name first — a squatter waiting for secrets — makes the
-//!   daemon refuse to start instead of serving beside it. Later instances
-//!   need `FILE_CREATE_PIPE_INSTANCE` on our DACL, which no one else has.
+//!   daemon refuse to start instead of serving beside it. Before creating,
+//!   the daemon also asks who serves the name, if anyone: that names the
+//!   holder in the refusal, and is the only guard under Wine 8, which ignores
+//!   the flag. Later instances need `FILE_CREATE_PIPE_INSTANCE` on our DACL,
+//!   which no one else has.
 //! - Every connection's client process is looked up
 //!   (`GetNamedPipeClientProcessId`, then its access token's `TokenUser`) and
 //!   served only when it runs as the daemon's own user.
