@@ -45,6 +45,15 @@ pub(super) fn detach(opts: Options) -> Result<(), LifecycleError> {
     if opts.dev {
         cmd.arg("--dev");
     }
+    // --log-level is main's, not in `opts`: passed on as given
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--log-level" {
+            cmd.arg(a).args(args.next());
+        } else if a.to_string_lossy().starts_with("--log-level=") {
+            cmd.arg(a);
+        }
+    }
     cmd.env(REPORT_ON_STDOUT, "1")
         .stdin(Stdio::null())
         .stdout(writer)
