@@ -23,6 +23,23 @@ pub(crate) fn replace_file(path: &Path, contents: &[u8], mode: u32) -> io::Resul
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(mode));
     #[cfg(not(unix))]
     let _ = mode;
+    // Windows: opened with WRITE_DAC, and given an owner-only DACL before
+    // anything is written (the ACL counterpart of the mode)
+    #[cfg(windows)]
+    let mut tmp = builder.make_in(dir, |p| {
+        use std::os::windows::fs::OpenOptionsExt;
+        use windows_sys::Win32::Foundation::{GENERIC_READ, GENERIC_WRITE};
+        use windows_sys::Win32::Storage::FileSystem::WRITE_DAC;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .access_mode(GENERIC_READ | GENERIC_WRITE | WRITE_DAC)
+            .create_new(true)
+            .open(p)?;
+        crate::win::acl::restrict_to_owner(&f)?;
+        Ok(f)
+    })?;
+    #[cfg(not(windows))]
     let mut tmp = builder.tempfile_in(dir)?;
     tmp.write_all(contents)?;
     tmp.as_file().sync_all()?;

@@ -31,7 +31,14 @@ pub mod daemon;
 pub mod exit;
 pub mod framing;
 mod paths;
+// on Windows only the daemon uses it (for files beside the pipe's --pidfile)
+#[cfg_attr(
+    all(windows, not(feature = "daemon")),
+    allow(dead_code, unreachable_pub)
+)]
 mod private_dir;
 pub mod protocol;
 pub mod secret;
 pub mod spec;
+#[cfg(any(windows, test))]
+mod win;

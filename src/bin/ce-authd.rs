@@ -18,10 +18,12 @@ Modes:
   systemd, containers and terminals want). With --daemon it detaches once the
   socket is ready and prints `CE_AUTH_SOCK=<path>; export CE_AUTH_SOCK;`, so
   `eval \"$(ce-authd --daemon)\"` works like ssh-agent. The detached daemon logs
-  to ce-authd.log beside the socket (mode 0600).";
+  to ce-authd.log beside the socket (mode 0600); on Windows it is a detached
+  copy of ce-authd serving the named pipe, logging to
+  %LOCALAPPDATA%\\ce-auth\\ce-authd.log.";
 
-const SIGNALS: &str =
-    "Signals: SIGTERM/SIGINT stop the daemon cleanly; SIGHUP reloads the configuration.";
+const SIGNALS: &str = "Signals: SIGTERM/SIGINT stop the daemon cleanly; SIGHUP reloads the configuration \
+     (on Windows Ctrl-C, Ctrl-Break or closing the console stop it; `ce-auth reload` reloads).";
 
 fn after_help() -> String {
     format!(

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use zeroize::Zeroize;
 
-use interprocess::local_socket::traits::Stream as _;
-
 use super::transport::Stream as ClientStream;
 use crate::exit::client as exit;
 use crate::framing::{FrameError, SyncLines, ZeroingReader};
@@ -198,8 +196,7 @@ impl Client {
             socket: socket.to_path_buf(),
             source,
         };
-        stream.set_recv_timeout(Some(timeout)).map_err(io_err)?;
-        stream.set_send_timeout(Some(timeout)).map_err(io_err)?;
+        super::transport::set_timeouts(&stream, Some(timeout), Some(timeout)).map_err(io_err)?;
         Ok(Client {
             // replies carry tokens: zeroed as soon as they are read
             lines: SyncLines::new(ZeroingReader::new(stream)),
@@ -291,7 +288,7 @@ impl Client {
         // a caller may ask the daemon to wait longer than this client's usual bound
         if let Some(wait) = asked_wait(request).filter(|w| *w + WAIT_MARGIN > DEFAULT_TIMEOUT) {
             let stream = self.lines.get_mut().get_mut();
-            if let Err(e) = stream.set_recv_timeout(Some(wait + WAIT_MARGIN)) {
+            if let Err(e) = super::transport::set_timeouts(stream, Some(wait + WAIT_MARGIN), None) {
                 return Err(self.io_error(e));
             }
         }
@@ -510,6 +507,9 @@ pub(crate) const AUTOSTART_ENV: &[&str] = &[
     "APPDATA",
     "LOCALAPPDATA",
     "USERPROFILE",
+    "TEMP",
+    "TMP",
+    "USERNAME",
 ];
 
 /// The part of `vars` an autostarted daemon gets: [`AUTOSTART_ENV`], every
@@ -518,11 +518,24 @@ fn autostart_env(
     vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
 ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
     vars.filter(|(k, _)| {
-        k.to_str().is_some_and(|k| {
-            AUTOSTART_ENV.contains(&k) || k.starts_with("LC_") || k.starts_with("CE_AUTH_")
-        })
+        k.to_str()
+            .is_some_and(|k| kept_for_daemon(k, cfg!(windows)))
     })
     .collect()
+}
+
+/// Whether an autostarted daemon keeps the variable `k`. Windows spells
+/// names in any case (`Path`, `SystemRoot`, `windir`) and treats them alike,
+/// so there the match ignores case.
+fn kept_for_daemon(k: &str, any_case: bool) -> bool {
+    if any_case {
+        let up = k.to_ascii_uppercase();
+        AUTOSTART_ENV.iter().any(|v| v.eq_ignore_ascii_case(k))
+            || up.starts_with("LC_")
+            || up.starts_with("CE_AUTH_")
+    } else {
+        AUTOSTART_ENV.contains(&k) || k.starts_with("LC_") || k.starts_with("CE_AUTH_")
+    }
 }
 
 fn start_daemon(socket: &Path, autostart: &Autostart) -> Result<Client, ClientError> {
@@ -545,6 +558,16 @@ fn start_daemon(socket: &Path, autostart: &Autostart) -> Result<Client, ClientEr
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    #[cfg(windows)]
+    {
+        use std::os::windows::process::CommandExt;
+        use windows_sys::Win32::System::Threading::{CREATE_NO_WINDOW, DETACHED_PROCESS};
+        // no console window flashing up, and nothing tied to ours
+        cmd.creation_flags(CREATE_NO_WINDOW | DETACHED_PROCESS);
+        // the daemon must not inherit our stdout: `$(ce-auth token)` would
+        // wait for the daemon to exit
+        crate::win::stop_std_handle_inheritance();
+    }
     let mut child = cmd
         .spawn()
         .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
@@ -684,5 +707,21 @@ mod tests {
             kept,
             ["PATH", "HOME", "LC_TIME", "CE_AUTH_SECRET", "HTTPS_PROXY"]
         );
+    }
+
+    #[test]
+    fn autostart_on_windows_matches_names_in_any_case() {
+        for k in [
+            "Path",
+            "SystemRoot",
+            "windir",
+            "APPDATA",
+            "ce_auth_x",
+            "TEMP",
+        ] {
+            assert!(kept_for_daemon(k, true), "{k}");
+        }
+        assert!(!kept_for_daemon("Path", false), "Unix names are exact");
+        assert!(!kept_for_daemon("GITHUB_TOKEN", true));
     }
 }

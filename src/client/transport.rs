@@ -8,6 +8,9 @@
 //! must run as our own uid or as root (`SO_PEERCRED` / `getpeereid`). Another
 //! user could otherwise pre-create the directory, serve a fake daemon in it
 //! and collect what we send.
+//!
+//! On Windows the socket is a named pipe: there is no directory, and the
+//! process serving the pipe must run as our own user (its SID) or as SYSTEM.
 
 use std::io;
 use std::path::Path;
@@ -37,6 +40,32 @@ pub(crate) fn connect(path: &Path) -> Result<Stream, ConnectError> {
         .map_err(ConnectError::Failed)?;
     check_listener(&stream, path)?;
     Ok(stream)
+}
+
+/// Sets the stream's read timeout, and its write timeout when `send` is given.
+///
+/// Windows: `interprocess` has no timeouts for blocking named pipes, so
+/// there none is set and the client relies on the daemon's own bounds (its
+/// `wait` limit, its write timeout); see README, "Platforms".
+pub(crate) fn set_timeouts(
+    stream: &Stream,
+    recv: Option<std::time::Duration>,
+    send: Option<std::time::Duration>,
+) -> io::Result<()> {
+    #[cfg(windows)]
+    {
+        let _ = (stream, recv, send);
+        Ok(())
+    }
+    #[cfg(not(windows))]
+    {
+        use interprocess::local_socket::traits::Stream as _;
+        stream.set_recv_timeout(recv)?;
+        if send.is_some() {
+            stream.set_send_timeout(send)?;
+        }
+        Ok(())
+    }
 }
 
 /// The path to connect to: through the checked directory where possible.
@@ -111,10 +140,49 @@ fn check_listener(stream: &Stream, path: &Path) -> Result<(), ConnectError> {
             ))),
         }
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    {
+        windows_check_listener(stream, path)
+    }
+    #[cfg(not(any(unix, windows)))]
     {
         let _ = (stream, path);
         Ok(())
+    }
+}
+
+/// Windows: the process serving the pipe (`GetNamedPipeServerProcessId`, then
+/// its access token's user) must run as our own user, or as SYSTEM. Nothing
+/// has been written yet; the pipe's name alone proves nothing, since anyone
+/// may create a pipe of any free name.
+#[cfg(windows)]
+fn windows_check_listener(stream: &Stream, path: &Path) -> Result<(), ConnectError> {
+    use crate::win::sid::client_trusts;
+    let refuse = |why: String| {
+        ConnectError::Untrusted(format!(
+            "refusing to use the pipe {}: {why}; nothing was sent",
+            path.display()
+        ))
+    };
+    let own = crate::win::current_user()
+        .map_err(|e| refuse(format!("cannot tell which user this is ({e})")))?;
+    let pid = match stream.peer_creds().map(|c| c.pid()) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return Err(refuse("the system does not say who serves it".into())),
+        Err(e) => return Err(refuse(format!("cannot read who serves it ({e})"))),
+    };
+    let server = crate::win::process_user(pid).map_err(|e| {
+        refuse(format!(
+            "cannot read the user of process {pid}, which serves it ({e})"
+        ))
+    })?;
+    if client_trusts(&server, &own) {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "it is served by process {pid} running as {server}, not by you ({own}). Another \
+             user may be impersonating ce-authd: choose another pipe with --socket or CE_AUTH_SOCK"
+        )))
     }
 }
 

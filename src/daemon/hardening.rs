@@ -1,4 +1,7 @@
-//! Process hardening: not dumpable, no core files.
+//! Process hardening: not dumpable, no core files. On Windows "not
+//! dumpable" is a process DACL that keeps the user's other processes out of
+//! the daemon's memory (`crate::win::restrict_process_access`); there are no
+//! core files to disable.
 //!
 //! [`harden`] runs first thing in `ce-authd`, before any secret is read, so a
 //! crash never writes secrets to a core file and other processes of the same
@@ -56,7 +59,11 @@ pub fn is_dumpable() -> Option<bool> {
             .ok()
             .map(|b| b != DumpableBehavior::NotDumpable)
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    #[cfg(windows)]
+    {
+        Some(crate::win::process_memory_open())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
     {
         None
     }
@@ -75,7 +82,12 @@ fn set_not_dumpable() -> std::io::Result<()> {
         rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
         Ok(())
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    // Windows: a process DACL that keeps the user's other processes out of its memory
+    #[cfg(windows)]
+    {
+        crate::win::restrict_process_access()
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", windows)))]
     {
         Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,

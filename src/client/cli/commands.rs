@@ -150,6 +150,7 @@ pub(super) fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Login(args) => cmd_login(&ctx, args),
         Command::Whoami { profile, json } => cmd_whoami(&ctx, profile.profile.as_deref(), json),
         Command::GitCredential { action } => cmd_git_credential(&ctx, action),
+        Command::Paths => out(&paths_text(&ctx)),
         Command::Completions { shell } => {
             let mut buf = Vec::new();
             clap_complete::generate(
@@ -257,6 +258,28 @@ fn cmd_exec(ctx: &Ctx, args: &TokenArgs, command: Vec<std::ffi::OsString>) -> an
         let status = cmd.status().map_err(fail)?;
         Ok(status.code().unwrap_or(exit::FAILURE))
     }
+}
+
+/// `ce-auth paths`: the socket, the config file and the detached daemon's log.
+fn paths_text(ctx: &Ctx) -> String {
+    #[cfg(windows)]
+    let (kind, log) = (
+        "named pipe",
+        crate::paths::windows_daemon_log().map(|p| p.display().to_string()),
+    );
+    #[cfg(not(windows))]
+    let (kind, log) = (
+        "Unix socket",
+        ctx.socket
+            .parent()
+            .map(|d| d.join("ce-authd.log").display().to_string()),
+    );
+    format!(
+        "socket: {} ({kind})\nconfig: {}\nlog:    {} (ce-authd --daemon)\n",
+        ctx.socket.display(),
+        ctx.config.display(),
+        log.as_deref().unwrap_or("none"),
+    )
 }
 
 fn cmd_status(ctx: &Ctx, profile: Option<&str>, json: bool) -> anyhow::Result<i32> {

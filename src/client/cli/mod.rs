@@ -139,6 +139,9 @@ pub(super) enum Command {
         #[arg(value_enum)]
         action: GitAction,
     },
+    /// Show where ce-auth finds the daemon's socket (a named pipe on
+    /// Windows), the config file and the detached daemon's log
+    Paths,
     /// Print a shell completion script
     Completions {
         /// The shell

@@ -18,6 +18,13 @@ pub(super) fn resolve_path(p: &str, base: Option<&Path>) -> Result<PathBuf, Stri
     let expanded = if p == "~" || p.starts_with("~/") {
         let home = std::env::var_os("HOME")
             .filter(|h| !h.is_empty())
+            // Windows sets USERPROFILE, not HOME
+            .or_else(|| {
+                cfg!(windows)
+                    .then(|| std::env::var_os("USERPROFILE"))
+                    .flatten()
+                    .filter(|h| !h.is_empty())
+            })
             .ok_or_else(|| {
                 format!("cannot expand \"{p}\": $HOME is not set; use an absolute path")
             })?;
@@ -107,7 +114,12 @@ pub(super) fn read_secret_file(path: &Path, check_mode: bool) -> Result<Secret, 
             ));
         }
     }
-    #[cfg(not(unix))]
+    // Windows: the ACL must let no other user read the file (nor change who can)
+    #[cfg(windows)]
+    if check_mode {
+        crate::win::acl::check_private(&file, &shown.to_string())?;
+    }
+    #[cfg(not(any(unix, windows)))]
     let _ = check_mode;
     if meta.len() > MAX_SECRET_FILE {
         return Err(format!(

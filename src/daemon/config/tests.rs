@@ -16,6 +16,17 @@ fn secret_file(contents: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
+    // Windows: an owner-only ACL for "0600" (the temporary directory's inherited one may be wider)
+    #[cfg(windows)]
+    if mode & 0o077 == 0 {
+        use std::os::windows::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .access_mode(0x0004_0000 | 0x0002_0000) // WRITE_DAC | READ_CONTROL
+            .open(&path)
+            .unwrap();
+        crate::win::acl::restrict_to_owner(&f).unwrap();
+    }
     (dir, path)
 }
 
@@ -44,7 +55,7 @@ max_connections = 8
 token_url = "https://auth.example.com/api/v1/auth/jwt/token"
 auth_method = "client_secret_post"
 client_id = "abc"
-client_secret_file = "{}"
+client_secret_file = '{}'
 scope = "read"
 refresh_fraction = [0.4, 0.6]
 refresh_margin = 30

@@ -11,9 +11,11 @@
 //! why it failed; only then does it print `CE_AUTH_SOCK=...` and exit.
 
 mod pidfile;
+#[cfg(windows)]
+mod windows;
 
 use std::io::Write;
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -36,7 +38,7 @@ use crate::exit::daemon as exit;
 use pidfile::Pidfile;
 
 /// How long `ce-authd --daemon` waits for the detached daemon to report.
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long each shutdown step (engine, emulated issuer) may take.
@@ -137,16 +139,22 @@ impl LifecycleError {
 pub fn run(opts: Options) -> Result<(), LifecycleError> {
     let opts = absolute(opts)?;
     match opts.mode {
+        // on Windows the copy that `--daemon` started reports on its stdout
+        #[cfg(windows)]
+        Mode::Foreground => run_in_runtime(opts, windows::take_ready_pipe()),
+        #[cfg(not(windows))]
         Mode::Foreground => run_in_runtime(opts, None),
         #[cfg(unix)]
         Mode::Daemon => detach(opts),
-        // no fork: a Windows user runs it as a service or a scheduled task
-        #[cfg(not(unix))]
+        // no fork: a detached copy of ourselves
+        #[cfg(windows)]
+        Mode::Daemon => windows::detach(opts),
+        #[cfg(not(any(unix, windows)))]
         Mode::Daemon => Err(LifecycleError::io(
             "--daemon",
             std::io::Error::new(
                 std::io::ErrorKind::Unsupported,
-                "detaching is only available on Unix; run ce-authd --foreground (e.g. as a scheduled task)",
+                "detaching is not available on this platform; run ce-authd --foreground",
             ),
         )),
     }
@@ -235,7 +243,7 @@ fn daemon_log(socket: &Path) -> daemonize::Stdio {
     }
 }
 
-#[cfg(unix)]
+#[cfg(any(unix, windows))]
 fn wait_for_daemon(reader: std::io::PipeReader) -> Result<(), LifecycleError> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -503,12 +511,15 @@ impl Daemon {
     }
 }
 
-/// The signals that stop the daemon: SIGTERM and SIGINT (Ctrl-C elsewhere).
+/// The signals that stop the daemon: SIGTERM and SIGINT; on Windows Ctrl-C,
+/// Ctrl-Break, the console closing and system shutdown; Ctrl-C elsewhere.
 struct StopSignals {
     #[cfg(unix)]
     term: tokio::signal::unix::Signal,
     #[cfg(unix)]
     int: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    console: windows::ConsoleStop,
 }
 
 /// The signal that reloads the configuration: SIGHUP (none elsewhere).
@@ -535,8 +546,19 @@ fn signals() -> Result<(StopSignals, ReloadSignal), LifecycleError> {
     ))
 }
 
+/// Registers the daemon's console event handlers, before it reports ready.
+#[cfg(windows)]
+fn signals() -> Result<(StopSignals, ReloadSignal), LifecycleError> {
+    Ok((
+        StopSignals {
+            console: windows::ConsoleStop::register(),
+        },
+        ReloadSignal {},
+    ))
+}
+
 /// Registers the daemon's signal handlers, before it reports ready.
-#[cfg(not(unix))]
+#[cfg(not(any(unix, windows)))]
 fn signals() -> Result<(StopSignals, ReloadSignal), LifecycleError> {
     Ok((StopSignals {}, ReloadSignal {}))
 }
@@ -549,7 +571,9 @@ impl StopSignals {
             _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
         }
-        #[cfg(not(unix))]
+        #[cfg(windows)]
+        self.console.wait().await;
+        #[cfg(not(any(unix, windows)))]
         {
             let _ = &mut self;
             if tokio::signal::ctrl_c().await.is_ok() {

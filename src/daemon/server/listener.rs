@@ -85,6 +85,17 @@ pub enum PeerRefused {
     /// The peer's credentials could not be read.
     #[error("cannot read the peer's credentials: {0}")]
     Unknown(String),
+    /// The peer process runs as another Windows account.
+    #[cfg(windows)]
+    #[error("process {pid} runs as {sid}; this daemon serves {own} only")]
+    OtherAccount {
+        /// The client's process id.
+        pid: u32,
+        /// The SID the client runs as.
+        sid: String,
+        /// The daemon's SID.
+        own: String,
+    },
 }
 
 impl Listener {
@@ -314,38 +325,8 @@ mod imp {
     }
 }
 
+/// The Windows named pipe: security descriptor, first-instance rule and the
+/// SID check of each client.
 #[cfg(windows)]
-mod imp {
-    use super::*;
-    use crate::paths::socket_name as name;
-    use interprocess::local_socket::ListenerOptions;
-
-    pub(super) fn bind(path: &Path) -> Result<Listener, BindError> {
-        // named pipes live in their own namespace and get a private default ACL
-        let listener = ListenerOptions::new()
-            .name(name(path)?)
-            .create_tokio()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AddrInUse | io::ErrorKind::PermissionDenied => {
-                    BindError::InUse(path.display().to_string())
-                }
-                _ => BindError::Io(e),
-            })?;
-        Ok(Listener {
-            inner: Inner::Async(listener),
-            path: Some(path.to_path_buf()),
-        })
-    }
-
-    pub(super) fn from_systemd() -> io::Result<Option<Listener>> {
-        Ok(None)
-    }
-
-    pub(super) fn check_creds(
-        _creds: &interprocess::local_socket::PeerCreds,
-        _allow_uids: &[u32],
-    ) -> Result<Option<u32>, PeerRefused> {
-        // the pipe's default ACL admits only the owner, SYSTEM and administrators
-        Ok(None)
-    }
-}
+#[path = "pipe.rs"]
+mod imp;
