@@ -632,3 +632,23 @@ fn the_watchdog_is_pinged_when_systemd_asks_for_it() {
     let stderr = daemon.stderr();
     assert!(status.success(), "exit {status}; stderr:\n{stderr}");
 }
+
+#[test]
+fn dev_mode_with_a_config_file_keeps_the_dev_profile_across_reloads() {
+    let home = Home::new();
+    let issuer = TestIssuer::start(Account::seeded());
+    home.write_config(&profile(&home, "file", &issuer, "client_secret_post"));
+    let mut cmd = authd(&home);
+    cmd.arg("--dev").arg("--config").arg(home.config_path());
+    let mut daemon = Proc::spawn(&mut cmd, home.path(), "ce-authd");
+    wait_ready(&mut daemon, &home.default_socket());
+    let sock = home.default_socket();
+    assert_eq!(token(&sock, Some("dev"))["profile"], json!("dev"));
+    assert_eq!(token(&sock, Some("file"))["profile"], json!("file"));
+    let r = crate::util::line::request(&sock, &json!({"op": "reload"})).unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    // the emulated issuer's profile is not the file's to remove, and stays the default
+    assert_eq!(token(&sock, Some("dev"))["profile"], json!("dev"));
+    assert_eq!(token(&sock, None)["profile"], json!("dev"));
+    assert_eq!(token(&sock, Some("file"))["profile"], json!("file"));
+}

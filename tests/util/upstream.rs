@@ -194,13 +194,13 @@ async fn download(State(up): State<Arc<Up>>, Path(n): Path<u64>, headers: Header
         .unwrap()
 }
 
-/// Counts the body's bytes as they arrive and answers the total.
+/// Counts the body's bytes as they arrive and answers the total. The token
+/// is judged once the body is in, as an API behind a buffering front end
+/// does: one that refused early and closed would reset the connection
+/// under the rest of the upload, and the client would see no answer at all.
 async fn upload(State(up): State<Arc<Up>>, req: Request) -> Response {
     use futures_util::StreamExt;
     let (parts, body) = req.into_parts();
-    if !check(&up, "POST", "/upload", &parts.headers) {
-        return unauthorized();
-    }
     let mut stream = body.into_data_stream();
     let mut total = 0u64;
     while let Some(chunk) = stream.next().await {
@@ -208,6 +208,9 @@ async fn upload(State(up): State<Arc<Up>>, req: Request) -> Response {
             Ok(c) => total += c.len() as u64,
             Err(_) => return StatusCode::BAD_REQUEST.into_response(),
         }
+    }
+    if !check(&up, "POST", "/upload", &parts.headers) {
+        return unauthorized();
     }
     up.counters.uploaded.fetch_add(total, Ordering::SeqCst);
     total.to_string().into_response()

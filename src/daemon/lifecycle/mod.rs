@@ -9,37 +9,40 @@
 //! a multi-threaded process is unsound). The parent waits on a pipe until the
 //! daemon reports that its socket is bound and its configuration loaded, or
 //! why it failed; only then does it print `CE_AUTH_SOCK=...` and exit.
+//!
+//! Its jobs, a file each: this one starts the daemon (config, socket,
+//! pidfile, proxies) and serves until it stops; `detach` forks and waits on
+//! the ready pipe; `pidfile`; `signals`; `dev` (the emulated issuer of
+//! `--dev`); `windows` (the same jobs on Windows: detached copy, console events).
 
+mod detach;
+mod dev;
 mod pidfile;
+mod signals;
 #[cfg(windows)]
 mod windows;
 
 use std::io::Write;
-#[cfg(any(unix, windows))]
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use crate::daemon::config::{AuthMethod, Config, ConfigError, Grant, Profile, ProfileSpec};
+use crate::daemon::config::{Config, ConfigError};
 use crate::daemon::engine::{Engine, MAX_PROFILES, too_many_profiles};
 use crate::daemon::ops::Shared;
 use crate::daemon::server;
 use crate::daemon::server::listener::{self as ipc, BindError, Listener};
 use crate::daemon::systemd;
 use crate::paths;
-use crate::secret::Secret;
 use ce_auth_issuer::Issuer;
 
-use crate::daemon::error_chain;
 use crate::exit::daemon as exit;
+#[cfg(unix)]
+use detach::detach;
+use detach::{StartupReport, report_failure};
+use dev::{DEV_PROFILE, dev_notes, start_dev_issuer};
 use pidfile::Pidfile;
-
-/// How long `ce-authd --daemon` waits for the detached daemon to report.
-#[cfg(any(unix, windows))]
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+use signals::{ReloadSignal, StopSignals, signals};
 
 /// How long each shutdown step (engine, emulated issuer) may take.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -174,132 +177,6 @@ fn absolute(mut opts: Options) -> Result<Options, LifecycleError> {
     Ok(opts)
 }
 
-/// What the detached daemon tells the waiting parent, one JSON line.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-enum StartupReport {
-    Ready {
-        socket: PathBuf,
-        pid: u32,
-        /// Text for the user (the `--dev` instructions), printed to stderr by the parent.
-        notes: String,
-    },
-    Failed {
-        message: String,
-        code: u8,
-    },
-}
-
-#[cfg(unix)]
-fn detach(opts: Options) -> Result<(), LifecycleError> {
-    let socket = paths::socket_path(opts.socket.clone())
-        .map_err(|e| LifecycleError::io("choosing the socket", std::io::Error::other(e)))?;
-    let stderr = daemon_log(&socket);
-    let (reader, writer) =
-        std::io::pipe().map_err(|e| LifecycleError::io("cannot create the start-up pipe", e))?;
-    let daemonize = daemonize::Daemonize::new()
-        .working_directory("/")
-        .umask(0o077)
-        .stdout(daemonize::Stdio::devnull())
-        .stderr(stderr);
-    match daemonize.execute() {
-        daemonize::Outcome::Parent(Ok(_)) => {
-            drop(writer);
-            wait_for_daemon(reader)
-        }
-        daemonize::Outcome::Parent(Err(e)) => Err(LifecycleError::io(
-            "cannot detach",
-            std::io::Error::other(e.to_string()),
-        )),
-        daemonize::Outcome::Child(Ok(_)) => {
-            drop(reader);
-            run_in_runtime(opts, Some(writer))
-        }
-        daemonize::Outcome::Child(Err(e)) => {
-            let err = LifecycleError::io("cannot detach", std::io::Error::other(e.to_string()));
-            report_failure(Some(writer), &err);
-            Err(err)
-        }
-    }
-}
-
-/// Where the detached daemon's stderr (its log) goes: `ce-authd.log` beside the
-/// socket (0600), opened through the checked directory's handle, else `/dev/null`.
-#[cfg(unix)]
-fn daemon_log(socket: &Path) -> daemonize::Stdio {
-    let Some(dir) = socket.parent() else {
-        return daemonize::Stdio::devnull();
-    };
-    // created 0700 here if missing; bind opens and checks it again
-    let Ok(dir) = crate::private_dir::PrivateDir::create(dir) else {
-        return daemonize::Stdio::devnull();
-    };
-    match dir.open_file(
-        std::ffi::OsStr::new("ce-authd.log"),
-        crate::private_dir::FileOpen::Append,
-    ) {
-        Ok(f) => f.into(),
-        Err(_) => daemonize::Stdio::devnull(),
-    }
-}
-
-#[cfg(any(unix, windows))]
-fn wait_for_daemon(reader: std::io::PipeReader) -> Result<(), LifecycleError> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let got = BufReader::new(reader).read_line(&mut line).map(|_| line);
-        let _ = tx.send(got);
-    });
-    let line = match rx.recv_timeout(READY_TIMEOUT) {
-        Ok(Ok(line)) => line,
-        Ok(Err(e)) => return Err(LifecycleError::io("cannot read the start-up pipe", e)),
-        Err(_) => {
-            return Err(LifecycleError::Daemon {
-                message: format!(
-                    "the daemon did not report ready within {} s; see ce-authd.log beside the socket",
-                    READY_TIMEOUT.as_secs()
-                ),
-                code: exit::FAILURE,
-            });
-        }
-    };
-    match serde_json::from_str::<StartupReport>(&line) {
-        Ok(StartupReport::Ready { socket, notes, .. }) => {
-            if !notes.is_empty() {
-                eprint!("{notes}");
-            }
-            println!(
-                "CE_AUTH_SOCK={}; export CE_AUTH_SOCK;",
-                shell_quote(&socket.to_string_lossy())
-            );
-            Ok(())
-        }
-        Ok(StartupReport::Failed { message, code }) => {
-            Err(LifecycleError::Daemon { message, code })
-        }
-        // EOF or garbage: the daemon died before it could say why
-        Err(_) => Err(LifecycleError::Daemon {
-            message: "the daemon exited before it was ready; see ce-authd.log beside the socket"
-                .into(),
-            code: exit::FAILURE,
-        }),
-    }
-}
-
-fn report_failure(pipe: Option<std::io::PipeWriter>, err: &LifecycleError) {
-    if let Some(mut w) = pipe {
-        let report = StartupReport::Failed {
-            message: error_chain(err),
-            code: err.exit_code(),
-        };
-        if let Ok(mut line) = serde_json::to_vec(&report) {
-            line.push(b'\n');
-            let _ = w.write_all(&line);
-        }
-    }
-}
-
 fn run_in_runtime(
     opts: Options,
     ready_pipe: Option<std::io::PipeWriter>,
@@ -349,17 +226,19 @@ impl Daemon {
 
         let mut issuer = None;
         let mut notes = String::new();
+        // added as at runtime (not from the file), so a reload keeps it
+        let mut dev_profile = None;
         if opts.dev {
             let (iss, profile) = start_dev_issuer().await?;
-            if config.profiles.contains_key(DEV_PROFILE) {
+            if config.profiles.remove(DEV_PROFILE).is_some() {
                 tracing::warn!("--dev replaces the profile \"{DEV_PROFILE}\" of the configuration");
             }
-            config.profiles.insert(DEV_PROFILE.to_string(), profile);
+            dev_profile = Some(profile);
             config.default_profile = Some(DEV_PROFILE.to_string());
             notes = dev_notes(&socket, &iss);
             issuer = Some(iss);
         }
-        if config.profiles.len() > MAX_PROFILES {
+        if config.profiles.len() + usize::from(dev_profile.is_some()) > MAX_PROFILES {
             let file = config_path
                 .as_deref()
                 .unwrap_or(Path::new("the configuration"));
@@ -410,6 +289,16 @@ impl Daemon {
         let profiles = config.profiles.len();
         let proxies = config.proxies.clone();
         let engine = Engine::new(config);
+        if let Some(p) = dev_profile
+            && let Err(e) = engine.add(p, true)
+        {
+            // within the profile cap checked above, so not expected; clean up all the same
+            drop(listener);
+            if let Some(p) = &pidfile {
+                p.remove();
+            }
+            return Err(LifecycleError::Config(ConfigError { message: e.message }));
+        }
         tracing::info!(
             "ce-authd {} listening on {} ({profiles} profile(s), pid {})",
             env!("CARGO_PKG_VERSION"),
@@ -511,91 +400,6 @@ impl Daemon {
     }
 }
 
-/// The signals that stop the daemon: SIGTERM and SIGINT; on Windows Ctrl-C,
-/// Ctrl-Break, the console closing and system shutdown; Ctrl-C elsewhere.
-struct StopSignals {
-    #[cfg(unix)]
-    term: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    int: tokio::signal::unix::Signal,
-    #[cfg(windows)]
-    console: windows::ConsoleStop,
-}
-
-/// The signal that reloads the configuration: SIGHUP (none elsewhere).
-struct ReloadSignal {
-    #[cfg(unix)]
-    hup: tokio::signal::unix::Signal,
-}
-
-/// Registers the daemon's signal handlers, before it reports ready.
-#[cfg(unix)]
-fn signals() -> Result<(StopSignals, ReloadSignal), LifecycleError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let reg = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|e| LifecycleError::io(format!("cannot handle {name}"), e))
-    };
-    Ok((
-        StopSignals {
-            term: reg(SignalKind::terminate(), "SIGTERM")?,
-            int: reg(SignalKind::interrupt(), "SIGINT")?,
-        },
-        ReloadSignal {
-            hup: reg(SignalKind::hangup(), "SIGHUP")?,
-        },
-    ))
-}
-
-/// Registers the daemon's console event handlers, before it reports ready.
-#[cfg(windows)]
-fn signals() -> Result<(StopSignals, ReloadSignal), LifecycleError> {
-    Ok((
-        StopSignals {
-            console: windows::ConsoleStop::register(),
-        },
-        ReloadSignal {},
-    ))
-}
-
-/// Registers the daemon's signal handlers, before it reports ready.
-#[cfg(not(any(unix, windows)))]
-fn signals() -> Result<(StopSignals, ReloadSignal), LifecycleError> {
-    Ok((StopSignals {}, ReloadSignal {}))
-}
-
-impl StopSignals {
-    /// Resolves when the daemon is asked to stop.
-    async fn wait(mut self) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = self.int.recv() => tracing::info!("SIGINT: shutting down"),
-        }
-        #[cfg(windows)]
-        self.console.wait().await;
-        #[cfg(not(any(unix, windows)))]
-        {
-            let _ = &mut self;
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("Ctrl-C: shutting down");
-            } else {
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
-
-impl ReloadSignal {
-    /// The next reload request; `false` when no more can come.
-    async fn next(&mut self) -> bool {
-        #[cfg(unix)]
-        let more = self.hup.recv().await.is_some();
-        #[cfg(not(unix))]
-        let more = false;
-        more
-    }
-}
-
 /// Loads the configuration. An explicitly named file (`--config`,
 /// `$CE_AUTH_CONFIG`) must exist; a missing default file is an empty configuration.
 fn load_config(opts: &Options) -> Result<(Config, Option<PathBuf>), LifecycleError> {
@@ -614,97 +418,11 @@ fn load_config(opts: &Options) -> Result<(Config, Option<PathBuf>), LifecycleErr
     Ok((config, Some(path)))
 }
 
-/// The name of the profile `--dev` adds.
-pub const DEV_PROFILE: &str = "dev";
-/// The e-mail of the dev user of `--dev`.
-pub const DEV_USER: &str = "dev@example.com";
-
-async fn start_dev_issuer() -> Result<(Issuer, Profile), LifecycleError> {
-    let client_id = ce_auth_issuer::generate_client_id();
-    let client_secret = Secret::new(ce_auth_issuer::generate_client_secret());
-    let password = Secret::new(ce_auth_issuer::generate_client_secret());
-    let issuer = Issuer::builder()
-        .user(DEV_USER, password.expose())
-        .client(&client_id, client_secret.expose())
-        .start()
-        .await
-        .map_err(LifecycleError::Issuer)?;
-    let spec = ProfileSpec {
-        token_url: Some(issuer.token_url()),
-        grant: Some(Grant::ClientCredentials),
-        auth_method: Some(AuthMethod::ClientSecretJwt),
-        client_id: Some(client_id),
-        ..ProfileSpec::default()
-    };
-    let profile = Profile::from_spec(DEV_PROFILE, spec, Some(client_secret))
-        .map_err(LifecycleError::Config)?;
-    tracing::info!("emulated issuer for --dev at {}", issuer.base_url());
-    Ok((issuer, profile))
-}
-
-fn dev_notes(socket: &Path, issuer: &Issuer) -> String {
-    let sock = shell_quote(&socket.to_string_lossy());
-    let base = issuer.base_url();
-    let cli = client_command();
-    format!(
-        "ce-authd --dev: serving tokens from an emulated Climate Engine issuer\n\
-         \x20 socket:  {sock}\n\
-         \x20 profile: {DEV_PROFILE} (client_credentials + client_secret_jwt; the default profile)\n\
-         \x20 issuer:  {base} (token endpoint {token}, user {DEV_USER})\n\
-         \n\
-         Try, in another terminal:\n\
-         \x20 export CE_AUTH_SOCK={sock}\n\
-         \x20 {cli} token\n\
-         \x20 {cli} status\n\
-         \x20 {cli} header | curl -H @- {base}/api/v1/users/me\n\
-         \n",
-        token = issuer.token_url(),
-    )
-}
-
-/// How the user should call the client: `ce-auth` when it is on `PATH`,
-/// else the binary built next to this one (as after `cargo run`).
-fn client_command() -> String {
-    let on_path = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ce-auth").is_file()));
-    if !on_path
-        && let Some(sibling) = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(|d| d.join("ce-auth")))
-            .filter(|p| p.is_file())
-    {
-        return shell_quote(&sibling.to_string_lossy());
-    }
-    "ce-auth".to_string()
-}
-
-/// Quotes `s` for a POSIX shell when it holds anything but safe characters.
-pub fn shell_quote(s: &str) -> String {
-    let safe = !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-+,:@%=".contains(&b));
-    if safe {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn shell_quote_leaves_plain_paths_and_quotes_the_rest() {
-        assert_eq!(
-            shell_quote("/run/user/1000/ce-auth/agent.sock"),
-            "/run/user/1000/ce-auth/agent.sock"
-        );
-        assert_eq!(shell_quote("/tmp/a b"), "'/tmp/a b'");
-        assert_eq!(shell_quote("/tmp/it's"), r"'/tmp/it'\''s'");
-        assert_eq!(shell_quote("/tmp/$(rm -rf x)"), "'/tmp/$(rm -rf x)'");
-        assert_eq!(shell_quote(""), "''");
-    }
+    use crate::daemon::error_chain;
 
     #[test]
     fn exit_codes_follow_the_error_kind() {
@@ -726,22 +444,6 @@ mod tests {
             "{}",
             error_chain(&pid)
         );
-    }
-
-    #[test]
-    fn startup_reports_round_trip() {
-        let r = StartupReport::Failed {
-            message: "invalid configuration: x".into(),
-            code: exit::CONFIG,
-        };
-        let line = serde_json::to_string(&r).unwrap();
-        match serde_json::from_str::<StartupReport>(&line).unwrap() {
-            StartupReport::Failed { code, message } => {
-                assert_eq!(code, exit::CONFIG);
-                assert_eq!(message, "invalid configuration: x");
-            }
-            other => panic!("unexpected {other:?}"),
-        }
     }
 
     #[test]

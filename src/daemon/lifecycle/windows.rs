@@ -19,7 +19,8 @@ use windows_sys::Win32::System::Threading::{
     CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW, DETACHED_PROCESS,
 };
 
-use super::{LifecycleError, Options, wait_for_daemon};
+use super::detach::wait_for_daemon;
+use super::{LifecycleError, Options};
 use crate::paths;
 
 /// Set in the detached copy's environment: its standard output is the
