@@ -109,17 +109,14 @@ mod imp {
     use std::io;
     use std::os::windows::io::AsRawHandle;
 
-    use windows_sys::Win32::Security::Authorization::{
-        ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo, SDDL_REVISION_1,
-        SE_FILE_OBJECT,
-    };
+    use windows_sys::Win32::Security::Authorization::{GetSecurityInfo, SE_FILE_OBJECT};
     use windows_sys::Win32::Security::{
         ACL, DACL_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
         SetKernelObjectSecurity,
     };
 
     use super::{foreign_owner, foreign_readers};
-    use crate::win::{LocalBox, current_user, sid_from_ptr, wide};
+    use crate::win::{LocalBox, current_user, sid_from_ptr};
 
     /// Checks that no one but the user, SYSTEM and Administrators can read
     /// the open file (nor change who can); `Err` says who else can and how to
@@ -193,21 +190,8 @@ mod imp {
     /// Replaces the DACL of the open file (opened with `WRITE_DAC`) by the
     /// protected DACL written in SDDL (`D:P(...)`).
     pub(crate) fn set_protected_dacl(file: &std::fs::File, dacl_sddl: &str) -> io::Result<()> {
-        let sddl = wide(dacl_sddl);
-        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-        // SAFETY: `sddl` is NUL-terminated; `sd` receives LocalAlloc memory freed by LocalBox.
-        let ok = unsafe {
-            ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                sddl.as_ptr(),
-                SDDL_REVISION_1,
-                &mut sd,
-                std::ptr::null_mut(),
-            )
-        };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let _sd = LocalBox(sd);
+        let _sd = crate::win::descriptor_from_sddl(dacl_sddl)?;
+        let sd: PSECURITY_DESCRIPTOR = _sd.0;
         // the descriptor as is (its DACL marked protected by `D:P`), not
         // SetSecurityInfo: Wine 8's SetSecurityInfo on a file handle leaves
         // it open to everyone (mode 0775), SetKernelObjectSecurity does not

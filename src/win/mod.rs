@@ -160,10 +160,7 @@ mod imp {
     /// is not on Unix).
     #[cfg(feature = "daemon")]
     pub(crate) fn restrict_process_access() -> io::Result<()> {
-        use windows_sys::Win32::Security::Authorization::{
-            ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
-            SE_KERNEL_OBJECT, SetSecurityInfo,
-        };
+        use windows_sys::Win32::Security::Authorization::{SE_KERNEL_OBJECT, SetSecurityInfo};
         use windows_sys::Win32::Security::{
             ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl,
             PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR,
@@ -171,23 +168,10 @@ mod imp {
         // PROCESS_TERMINATE | PROCESS_QUERY_LIMITED_INFORMATION | SYNCHRONIZE
         const USER_RIGHTS: u32 = 0x0000_0001 | 0x0000_1000 | 0x0010_0000;
         let own = current_user()?;
-        let sddl = wide(&format!(
+        let _sd = descriptor_from_sddl(&format!(
             "D:P(A;;{USER_RIGHTS:#x};;;{own})(A;;{USER_RIGHTS:#x};;;OW)(A;;GA;;;SY)"
-        ));
-        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-        // SAFETY: `sddl` is NUL-terminated; `sd` receives LocalAlloc memory freed by LocalBox.
-        let ok = unsafe {
-            ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                sddl.as_ptr(),
-                SDDL_REVISION_1,
-                &mut sd,
-                std::ptr::null_mut(),
-            )
-        };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let _sd = LocalBox(sd);
+        ))?;
+        let sd: PSECURITY_DESCRIPTOR = _sd.0;
         let (mut present, mut defaulted) = (0, 0);
         let mut dacl: *mut ACL = std::ptr::null_mut();
         // SAFETY: `sd` is the descriptor made above; the DACL points into it.
@@ -231,6 +215,30 @@ mod imp {
                 unsafe { LocalFree(self.0) };
             }
         }
+    }
+
+    /// The security descriptor written in SDDL, in memory the system
+    /// allocated (freed when the box goes).
+    pub(crate) fn descriptor_from_sddl(sddl: &str) -> io::Result<LocalBox> {
+        use windows_sys::Win32::Security::Authorization::{
+            ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+        };
+        use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
+        let sddl = wide(sddl);
+        let mut sd: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: `sddl` is NUL-terminated; `sd` receives LocalAlloc memory freed by LocalBox.
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(LocalBox(sd))
     }
 
     /// A NUL-terminated UTF-16 copy of `s`.

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::LifecycleError;
+#[cfg(unix)]
+use super::Options;
 use super::dev::shell_quote;
 #[cfg(unix)]
 use super::run_in_runtime;
-use super::{LifecycleError, Options};
 use crate::daemon::error_chain;
 use crate::exit::daemon as exit;
 #[cfg(unix)]
