@@ -72,6 +72,9 @@ AUTOSTART_ENV = frozenset(
         "APPDATA",
         "LOCALAPPDATA",
         "USERPROFILE",
+        "TEMP",
+        "TMP",
+        "USERNAME",
     ]
 )
 
