@@ -264,6 +264,12 @@ pub(crate) fn config_path(cli: Option<PathBuf>) -> PathBuf {
     }
 }
 
+/// The config file the user chose on every platform: `--config`, else
+/// `$CE_AUTH_CONFIG`.
+fn chosen_config(cli: Option<PathBuf>, env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+    cli.or_else(|| non_empty(env("CE_AUTH_CONFIG")).map(PathBuf::from))
+}
+
 /// [`config_path`] on Windows: `--config`, else `$CE_AUTH_CONFIG`, else
 /// `%APPDATA%\ce-auth\config.toml` (the roaming application data folder),
 /// else `%USERPROFILE%\AppData\Roaming\ce-auth\config.toml`.
@@ -272,11 +278,8 @@ pub(crate) fn windows_config_path_from(
     cli: Option<PathBuf>,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> PathBuf {
-    if let Some(p) = cli {
+    if let Some(p) = chosen_config(cli, env) {
         return p;
-    }
-    if let Some(p) = non_empty(env("CE_AUTH_CONFIG")) {
-        return PathBuf::from(p);
     }
     let appdata = non_empty(env("APPDATA"))
         .map(PathBuf::from)
@@ -300,11 +303,8 @@ pub(crate) fn config_path_from(
     cli: Option<PathBuf>,
     env: &dyn Fn(&str) -> Option<OsString>,
 ) -> PathBuf {
-    if let Some(p) = cli {
+    if let Some(p) = chosen_config(cli, env) {
         return p;
-    }
-    if let Some(p) = non_empty(env("CE_AUTH_CONFIG")) {
-        return PathBuf::from(p);
     }
     let base = absolute(env("XDG_CONFIG_HOME")).unwrap_or_else(|| {
         let home = non_empty(env("HOME"))

@@ -671,9 +671,9 @@ fn the_cli_tells_the_truth_about_an_outage() {
     assert_eq!(w.issuer.counters().token_requests, 3);
 }
 
-/// The issuer's default `retry_floor`, seconds: the least time between two
+/// The default `retry_floor`, seconds: the least time between two
 /// attempts that callers' demand may start.
-const RETRY_FLOOR: f64 = 2.0;
+const RETRY_FLOOR: f64 = ce_auth::daemon::config::DEFAULT_RETRY_FLOOR.as_secs_f64();
 /// How long a caller may wait beyond its `wait` for an answer.
 const ANSWER_SLACK: f64 = 1.0;
 /// How soon after the issuer is back a caller that keeps asking gets a token.

@@ -285,37 +285,24 @@ impl Daemon {
             });
         }
 
-        let settings = config.daemon.clone();
-        let profiles = config.profiles.len();
-        let proxies = config.proxies.clone();
-        let engine = Engine::new(config);
-        if let Some(p) = dev_profile
-            && let Err(e) = engine.add(p, true)
-        {
-            // within the profile cap checked above, so not expected; clean up all the same
-            drop(listener);
-            if let Some(p) = &pidfile {
-                p.remove();
+        let profiles = config.profiles.len() + usize::from(dev_profile.is_some());
+        let shared = match serve_state(config, dev_profile, config_path) {
+            Ok(shared) => shared,
+            Err(e) => {
+                // nobody else may use a socket we bound: dropping the listener removes it
+                drop(listener);
+                if let Some(p) = &pidfile {
+                    p.remove();
+                }
+                return Err(e);
             }
-            return Err(LifecycleError::Config(ConfigError { message: e.message }));
-        }
+        };
         tracing::info!(
             "ce-authd {} listening on {} ({profiles} profile(s), pid {})",
             env!("CARGO_PKG_VERSION"),
             socket.display(),
             std::process::id()
         );
-        let shared = Arc::new(Shared::new(engine, config_path, settings));
-        if let Err(e) = shared.proxies.apply(&shared.engine, &proxies) {
-            drop(listener);
-            if let Some(p) = &pidfile {
-                p.remove();
-            }
-            return Err(LifecycleError::io(
-                "cannot start the API proxies",
-                std::io::Error::other(e),
-            ));
-        }
         Ok(Daemon {
             listener,
             shared,
@@ -398,6 +385,33 @@ impl Daemon {
         tracing::info!("stopped");
         served.map_err(|e| LifecycleError::io("the socket server failed", e))
     }
+}
+
+/// The engine (with `--dev`'s profile added as at runtime, so a reload keeps
+/// it), the shared state and the running API proxies. Runs inside the
+/// runtime, once the socket is bound.
+fn serve_state(
+    config: Config,
+    dev_profile: Option<crate::daemon::config::Profile>,
+    config_path: Option<PathBuf>,
+) -> Result<Arc<Shared>, LifecycleError> {
+    let settings = config.daemon.clone();
+    let proxies = config.proxies.clone();
+    let engine = Engine::new(config);
+    if let Some(p) = dev_profile {
+        // within the profile cap checked before, so not expected
+        engine
+            .add(p, true)
+            .map_err(|e| LifecycleError::Config(ConfigError { message: e.message }))?;
+    }
+    let shared = Arc::new(Shared::new(engine, config_path, settings));
+    shared
+        .proxies
+        .apply(&shared.engine, &proxies)
+        .map_err(|e| {
+            LifecycleError::io("cannot start the API proxies", std::io::Error::other(e))
+        })?;
+    Ok(shared)
 }
 
 /// Loads the configuration. An explicitly named file (`--config`,

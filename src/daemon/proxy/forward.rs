@@ -98,7 +98,7 @@ async fn forward(
     let client = state
         .http(config)
         .map_err(|e| (StatusCode::BAD_GATEWAY, e))?;
-    let mut token = token(state, config, None).await?;
+    let mut token = token(state, config, false).await?;
     let mut retried = false;
     loop {
         let mut h = headers.clone();
@@ -136,24 +136,21 @@ async fn forward(
     }
 }
 
-/// The profile's token; after a 401 (`refused` set), a different one.
+/// The profile's token: a cached one, or with `refresh` a new one.
 async fn token(
     state: &ProxyState,
     config: &ProxyConfig,
-    refused: Option<&crate::protocol::TokenReply>,
+    refresh: bool,
 ) -> Result<crate::protocol::TokenReply, Failure> {
     let engine = &state.engine;
-    let r = match refused {
-        None => {
-            engine
-                .token_within(Some(&config.profile), PROXY_MIN_TTL, TOKEN_WAIT)
-                .await
-        }
-        Some(_) => {
-            engine
-                .refresh_within(Some(&config.profile), Some(TOKEN_WAIT))
-                .await
-        }
+    let r = if refresh {
+        engine
+            .refresh_within(Some(&config.profile), Some(TOKEN_WAIT))
+            .await
+    } else {
+        engine
+            .token_within(Some(&config.profile), PROXY_MIN_TTL, TOKEN_WAIT)
+            .await
     };
     r.map_err(|e| {
         let status = match e.code {
@@ -174,11 +171,11 @@ async fn token_after_401(
     config: &ProxyConfig,
     refused: &crate::protocol::TokenReply,
 ) -> Result<crate::protocol::TokenReply, Failure> {
-    let current = token(state, config, None).await?;
+    let current = token(state, config, false).await?;
     if current.access_token.expose() != refused.access_token.expose() {
         return Ok(current);
     }
-    token(state, config, Some(refused)).await
+    token(state, config, true).await
 }
 
 /// The upstream's answer, streamed back with its status and headers (a

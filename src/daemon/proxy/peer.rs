@@ -27,59 +27,46 @@ pub(super) fn tcp_peer_uid(
     use std::sync::Mutex;
     static LAST: Mutex<Option<Snapshot>> = Mutex::new(None);
     let key = (canon(peer), canon(local));
+    let v4 = peer.is_ipv4();
     let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(s) = last.as_ref().filter(|s| s.taken >= accepted) {
+    if let Some(s) = last.as_ref().filter(|s| s.v4 == v4 && s.taken >= accepted) {
         return s
             .owners
             .get(&key)
             .copied()
             .ok_or_else(|| format!("no socket {peer} -> {local} in the kernel's TCP table"));
     }
-    let snapshot = Snapshot::read(peer.is_ipv4())?;
+    let snapshot = Snapshot::read(v4)?;
     let found = snapshot.owners.get(&key).copied();
     *last = Some(snapshot);
     found.ok_or_else(|| format!("no socket {peer} -> {local} in the kernel's TCP table"))
 }
 
-/// The owners of this machine's TCP sockets, by (local, remote) address.
+/// The owners of this machine's TCP sockets of one family, by (local,
+/// remote) address.
 #[cfg(target_os = "linux")]
 struct Snapshot {
     taken: std::time::Instant,
+    v4: bool,
     owners: std::collections::HashMap<(SocketAddr, SocketAddr), u32>,
 }
 
 #[cfg(target_os = "linux")]
 impl Snapshot {
-    /// Reads both tables, the family asked for first.
-    fn read(v4_first: bool) -> Result<Snapshot, String> {
+    /// Reads the IPv4 (`/proc/net/tcp`) or the IPv6 (`/proc/net/tcp6`) table.
+    fn read(v4: bool) -> Result<Snapshot, String> {
         let taken = std::time::Instant::now();
-        let mut owners = std::collections::HashMap::new();
-        let tables = if v4_first {
-            [procfs::net::tcp(), procfs::net::tcp6()]
+        let table = if v4 {
+            procfs::net::tcp()
         } else {
-            [procfs::net::tcp6(), procfs::net::tcp()]
-        };
-        let mut read_one = false;
-        let mut error = None;
-        for t in tables {
-            match t {
-                Ok(entries) => {
-                    read_one = true;
-                    for e in entries {
-                        owners.insert((canon(e.local_address), canon(e.remote_address)), e.uid);
-                    }
-                }
-                // a kernel without IPv6 has no tcp6 table
-                Err(e) => error = Some(e.to_string()),
-            }
+            procfs::net::tcp6()
         }
-        if !read_one {
-            return Err(format!(
-                "cannot read the kernel's TCP table: {}",
-                error.unwrap_or_default()
-            ));
-        }
-        Ok(Snapshot { taken, owners })
+        .map_err(|e| format!("cannot read the kernel's TCP table: {e}"))?;
+        let owners = table
+            .into_iter()
+            .map(|e| ((canon(e.local_address), canon(e.remote_address)), e.uid))
+            .collect();
+        Ok(Snapshot { taken, v4, owners })
     }
 }
 
