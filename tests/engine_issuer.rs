@@ -314,3 +314,39 @@ async fn a_hung_issuer_gives_a_bounded_error() {
     assert!(iss.counters().token_requests <= 3, "{:?}", iss.counters());
     engine.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cached_reply_line_is_the_serialised_reply_byte_for_byte() {
+    let _timed = timed();
+    let iss = issuer(900).await;
+    let engine = engine_with(vec![
+        ("first", spec(&iss), CLIENT_SECRET),
+        ("second.one_2", spec(&iss), CLIENT_SECRET),
+    ]);
+    let mut out = Vec::new();
+    assert!(
+        !engine.cached_token_line(None, Duration::from_secs(60), &mut out),
+        "no token yet"
+    );
+    assert!(out.is_empty());
+    for name in [None, Some("second.one_2")] {
+        let reply = engine.token(name, Duration::from_secs(60)).await.unwrap();
+        let mut want = Vec::new();
+        ce_auth::protocol::write_ok(&mut want, &reply);
+        let mut got = b"earlier bytes stay;".to_vec();
+        assert!(engine.cached_token_line(name, Duration::from_secs(60), &mut got));
+        assert_eq!(
+            String::from_utf8_lossy(&got[19..]),
+            String::from_utf8_lossy(&want),
+            "{name:?}"
+        );
+        assert_eq!(&got[..19], b"earlier bytes stay;");
+        // not enough left for this min_ttl: nothing is written
+        let mut none = Vec::new();
+        assert!(!engine.cached_token_line(name, Duration::from_secs(3600), &mut none));
+        assert!(none.is_empty());
+    }
+    assert!(!engine.cached_token_line(Some("nobody"), Duration::ZERO, &mut out));
+    assert!(out.is_empty());
+    engine.shutdown().await;
+}

@@ -90,10 +90,21 @@ impl Role {
 /// Never fails: bad input becomes a `bad_request` reply. The raw line is never
 /// logged, since requests may carry secrets.
 pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>, role: Role) {
+    if let Some(req) = answer_now(shared, line, out, role) {
+        handle(shared, req, out).await;
+    }
+}
+
+/// The part of [`handle_line`] that never waits: appends the reply for a
+/// `token` the cache can satisfy, `hello`, `status`, a bad request or a
+/// refused op, and returns `None`; any other request is returned parsed,
+/// for [`handle`] to answer.
+pub fn answer_now(shared: &Shared, line: &[u8], out: &mut Vec<u8>, role: Role) -> Option<Request> {
     if let Some((profile, min_ttl)) = fast_token(line) {
-        let r = token(shared, profile, min_ttl, None).await;
-        respond(out, r);
-        return;
+        let min_ttl = Duration::from_secs(min_ttl.unwrap_or(DEFAULT_MIN_TTL));
+        if shared.engine.cached_token_line(profile, min_ttl, out) {
+            return None;
+        }
     }
     match parse_request(line) {
         Ok(req) if !role.allows(&req) => {
@@ -110,12 +121,22 @@ pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>, role: 
                 ),
             );
             protocol::write_err(out, &e);
+            None
         }
-        Ok(req) => handle(shared, req, out).await,
+        Ok(Request::Hello { version, client }) => {
+            respond(out, hello(version, client.as_deref()));
+            None
+        }
+        Ok(Request::Status { profile }) => {
+            respond(out, status(shared, profile.as_deref()));
+            None
+        }
+        Ok(req) => Some(req),
         Err(e) => {
             // names the client chose are quoted with control characters escaped (json_error)
             tracing::debug!(error = %e.message, "bad request");
             protocol::write_err(out, &e);
+            None
         }
     }
 }

@@ -225,6 +225,22 @@ impl Engine {
         Err(self.gone(profile))
     }
 
+    /// The hot path of `token`: appends the reply line of `profile`'s cached
+    /// token (the default's when `None`) if it has at least `min_ttl` left,
+    /// and says whether it did. Never waits; on false (no such token, no such
+    /// profile, shutting down) [`Engine::token_within`] gives the answer.
+    pub fn cached_token_line(
+        &self,
+        profile: Option<&str>,
+        min_ttl: Duration,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        match self.lookup(profile) {
+            Ok(entry) => entry.cached_line(self.ctx.clock.now(), min_ttl.as_secs_f64(), out),
+            Err(_) => false,
+        }
+    }
+
     /// Obtains a new token now, even if the cached one is fresh, waiting for
     /// the attempt at most the request timeout and a little.
     pub async fn refresh(&self, profile: Option<&str>) -> Result<TokenReply, EngineError> {

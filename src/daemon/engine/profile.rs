@@ -22,9 +22,30 @@ use crate::secret::Secret;
 /// A cached access token.
 struct Cached {
     token: Secret,
+    /// What follows the token in its `token` reply line, serialised once when
+    /// it arrived: the hot path copies [`REPLY_HEAD`], the token and this
+    /// instead of building a reply per request. Holds no secret, so it needs
+    /// no locked memory. `None` for a token JSON would escape (never seen:
+    /// tokens are checked to be b64token), which takes the serde path.
+    reply_tail: Option<Box<[u8]>>,
     expires_at: i64,
     /// When the request that brought it was sent.
     obtained_at: f64,
+}
+
+/// How every `token` reply line starts, up to the token itself.
+const REPLY_HEAD: &[u8] = br#"{"ok":true,"access_token":""#;
+
+/// The bytes after the token in `reply`'s line, or `None` if the line is not
+/// [`REPLY_HEAD`], the token verbatim, then the tail.
+fn reply_tail(reply: &TokenReply) -> Option<Box<[u8]>> {
+    let token = reply.access_token.expose().as_bytes();
+    // sized so it never grows: a reallocation would leave a copy of the token behind
+    let room = 2 * token.len() + 6 * reply.profile.len() + 128;
+    let mut line = zeroize::Zeroizing::new(Vec::with_capacity(room));
+    crate::protocol::write_ok(&mut line, reply);
+    let rest = line.strip_prefix(REPLY_HEAD)?.strip_prefix(token)?;
+    Some(rest.into())
 }
 
 /// The last failed attempt.
@@ -122,8 +143,50 @@ impl Entry {
         }
     }
 
+    /// A new token as cached, with the rest of its reply line.
+    fn cache(&self, t: Token) -> Cached {
+        let reply = TokenReply {
+            access_token: t.access_token,
+            token_type: "bearer".to_string(),
+            expires_at: t.expires_at,
+            profile: self.profile.name.clone(),
+        };
+        let reply_tail = reply_tail(&reply);
+        Cached {
+            token: reply.access_token,
+            reply_tail,
+            expires_at: reply.expires_at,
+            obtained_at: t.obtained_at,
+        }
+    }
+
     /// The hot path: a cached token with at least `min_ttl` left, if any.
     pub(super) fn cached(&self, now: f64, min_ttl: f64) -> Option<TokenReply> {
+        self.serve_cached(now, min_ttl, |c| self.reply(c))
+    }
+
+    /// [`Entry::cached`] as its reply line, appended to `out`; false when no
+    /// cached token has `min_ttl` left.
+    pub(super) fn cached_line(&self, now: f64, min_ttl: f64, out: &mut Vec<u8>) -> bool {
+        self.serve_cached(now, min_ttl, |c| match &c.reply_tail {
+            Some(tail) => {
+                out.extend_from_slice(REPLY_HEAD);
+                out.extend_from_slice(c.token.expose().as_bytes());
+                out.extend_from_slice(tail);
+            }
+            None => crate::protocol::write_ok(out, &self.reply(c)),
+        })
+        .is_some()
+    }
+
+    /// Serves the cached token through `give` if it has `min_ttl` left, and
+    /// counts the use (waking an idle refresher).
+    fn serve_cached<T>(
+        &self,
+        now: f64,
+        min_ttl: f64,
+        give: impl FnOnce(&Cached) -> T,
+    ) -> Option<T> {
         let mut st = self.lock();
         if st.removed {
             return None;
@@ -132,14 +195,14 @@ impl Entry {
             .token
             .as_ref()
             .filter(|c| usable(c.expires_at, now, min_ttl))?;
-        let reply = self.reply(c);
+        let given = give(c);
         st.served += 1;
         st.last_used = Some(now);
         if st.idle {
             st.idle = false;
             self.wake.notify_one();
         }
-        Some(reply)
+        Some(given)
     }
 
     /// Marks the entry gone, drops its token and wakes everyone so they notice.
@@ -542,11 +605,7 @@ fn apply(entry: &Entry, ctx: &Ctx, result: Result<Token, TokenError>) -> bool {
                 t.expiry_source,
                 due - now
             );
-            st.token = Some(Cached {
-                token: t.access_token,
-                expires_at: t.expires_at,
-                obtained_at: t.obtained_at,
-            });
+            st.token = Some(entry.cache(t));
             st.next_refresh = Some(due);
             st.last_refresh = Some(now);
             st.refreshed += 1;

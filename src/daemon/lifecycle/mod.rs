@@ -181,7 +181,12 @@ fn run_in_runtime(
     opts: Options,
     ready_pipe: Option<std::io::PipeWriter>,
 ) -> Result<(), LifecycleError> {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: token requests are served on the socket server's own
+    // thread (`server::run_apart`), so this runtime carries only refreshes,
+    // the proxies and the issuer. A worker pool measured no faster for the
+    // token path or the proxy on 2 cores, and costs a thread stack and
+    // allocator arena per core.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -359,8 +364,7 @@ impl Daemon {
             None => {}
         }
 
-        let stop = stop_signals.wait();
-        let served = server::run(listener, shared.clone(), stop).await;
+        let served = serve_socket(listener, shared.clone(), stop_signals).await;
 
         systemd::notify_stopping();
         shared.proxies.stop();
@@ -384,6 +388,36 @@ impl Daemon {
         }
         tracing::info!("stopped");
         served.map_err(|e| LifecycleError::io("the socket server failed", e))
+    }
+}
+
+/// Serves the socket until a stop signal (or a client's `shutdown`).
+///
+/// On Unix the server gets a thread of its own ([`server::run_apart`]); a
+/// Windows named pipe is served on this runtime, which drives its I/O.
+async fn serve_socket(
+    listener: Listener,
+    shared: Arc<Shared>,
+    stop_signals: StopSignals,
+) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let served = server::run_apart(listener, shared, async move {
+            let _ = stop_rx.await;
+        });
+        tokio::pin!(served);
+        tokio::select! {
+            r = &mut served => r,
+            () = stop_signals.wait() => {
+                let _ = stop_tx.send(());
+                served.await
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        server::run(listener, shared, stop_signals.wait()).await
     }
 }
 

@@ -1,10 +1,13 @@
 //! The daemon's half of the framing: lines read from a tokio stream, with an
 //! idle timeout and a line timeout, through the shared [`LineBuf`] core.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::framing::{FrameError, LineBuf, MAX_LINE, Step, ZeroingReader};
 
@@ -90,6 +93,21 @@ impl<R: AsyncBufRead + Unpin> AsyncLines<R> {
         idle: Duration,
         line: Duration,
     ) -> Result<Option<&[u8]>, FrameError> {
+        let timer = tokio::time::sleep(idle);
+        tokio::pin!(timer);
+        self.read_line_with_timer(&mut timer, idle, line).await
+    }
+
+    /// [`AsyncLines::read_line_timed`] on the caller's `timer`, kept from one
+    /// line to the next. The timer is moved only when a deadline comes
+    /// earlier than it, or when it fires before the deadline, so a busy
+    /// connection re-arms it about once per `idle` rather than once per line.
+    pub async fn read_line_with_timer(
+        &mut self,
+        timer: &mut Pin<&mut Sleep>,
+        idle: Duration,
+        line: Duration,
+    ) -> Result<Option<&[u8]>, FrameError> {
         let now = Instant::now();
         let idle_deadline = now + idle;
         let mut line_deadline = if self.core.pending() > 0 {
@@ -99,11 +117,32 @@ impl<R: AsyncBufRead + Unpin> AsyncLines<R> {
         };
         loop {
             let deadline = line_deadline.unwrap_or(idle_deadline);
-            let avail = match tokio::time::timeout_at(deadline, self.inner.fill_buf()).await {
-                Ok(r) => r?,
-                Err(_) if line_deadline.is_some() => return Err(FrameError::Stalled),
-                Err(_) => return Err(FrameError::Idle),
-            };
+            if timer.deadline() > deadline {
+                timer.as_mut().reset(deadline);
+            }
+            let arrived = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = Pin::new(&mut self.inner).poll_fill_buf(cx) {
+                    return Poll::Ready(r.map(|_| true));
+                }
+                loop {
+                    std::task::ready!(timer.as_mut().poll(cx));
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(Ok(false));
+                    }
+                    // armed for an earlier deadline than this one
+                    timer.as_mut().reset(deadline);
+                }
+            })
+            .await?;
+            if !arrived {
+                return Err(if line_deadline.is_some() {
+                    FrameError::Stalled
+                } else {
+                    FrameError::Idle
+                });
+            }
+            // ready now: the bytes (or the end of the stream) are buffered
+            let avail = self.inner.fill_buf().await?;
             if avail.is_empty() {
                 return if self.core.pending() == 0 {
                     Ok(None)

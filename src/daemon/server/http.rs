@@ -6,8 +6,8 @@ use crate::protocol::{StatusReply, TokenReply};
 
 /// Reads one request head (at most [`MAX_LINE`] bytes), answers it, and returns.
 pub(super) async fn serve(
-    stream: &Stream,
-    reader: &mut ZeroingReader<&Stream>,
+    writer: &mut WriteHalf<'_>,
+    reader: &mut ZeroingReader<ReadHalf<'_>>,
     shared: &Shared,
     limits: Limits,
 ) {
@@ -64,7 +64,7 @@ pub(super) async fn serve(
     )
     .into_bytes();
     out.extend_from_slice(&body);
-    flush(stream, &mut out, limits.write).await;
+    flush(writer, &mut out, limits.write).await;
 }
 
 async fn route(shared: &Shared, method: &str, target: &str) -> (u16, Vec<u8>) {

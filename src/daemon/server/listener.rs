@@ -13,6 +13,36 @@ use interprocess::local_socket::traits::StreamCommon;
 /// A connection accepted by the daemon (tokio flavour).
 pub type Stream = interprocess::local_socket::tokio::Stream;
 
+/// The read half of an accepted connection, borrowed from it.
+///
+/// On Unix, tokio's own half: its reads notice a drained socket from a short
+/// read, so a request costs one `recv`, not a second that says `EAGAIN`.
+#[cfg(unix)]
+pub type ReadHalf<'a> = tokio::net::unix::ReadHalf<'a>;
+/// The write half of an accepted connection, borrowed from it.
+#[cfg(unix)]
+pub type WriteHalf<'a> = tokio::net::unix::WriteHalf<'a>;
+/// The read half of an accepted connection, borrowed from it.
+#[cfg(windows)]
+pub type ReadHalf<'a> = &'a Stream;
+/// The write half of an accepted connection, borrowed from it.
+#[cfg(windows)]
+pub type WriteHalf<'a> = &'a Stream;
+
+/// Borrows the two halves of `stream`, to read requests and write replies.
+pub fn halves(stream: &mut Stream) -> (ReadHalf<'_>, WriteHalf<'_>) {
+    #[cfg(unix)]
+    {
+        let Stream::UdSocket(s) = stream;
+        s.inner_mut().split()
+    }
+    #[cfg(windows)]
+    {
+        let s: &Stream = stream;
+        (s, s)
+    }
+}
+
 /// A bound listener ready to accept connections.
 ///
 /// A socket it bound is removed when the listener is dropped — through the

@@ -5,20 +5,26 @@
 //! and, on shutdown, stops accepting and lets in-flight requests finish for a
 //! bounded time. A connection whose first bytes are an HTTP request line is
 //! served one minimal HTTP request (`GET /v1/token`, `GET /v1/status`).
+//!
+//! The daemon runs it with [`run_apart`]: on a thread of its own with a
+//! single-threaded runtime, answering `token` from the cache there and
+//! handing every other request to the daemon's main runtime, so the token
+//! path never waits behind a refresh, a proxied download or a TLS handshake,
+//! and never pays for hand-offs between worker threads.
 
 pub mod framing;
 mod http;
 pub mod listener;
 
 use std::future::Future;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::daemon::config::DaemonSettings;
 
@@ -26,7 +32,7 @@ use crate::daemon::ops::{self, Shared};
 use crate::framing::{FrameError, ZeroingReader};
 use crate::protocol::{ErrorCode, MAX_LINE, WireError};
 use framing::AsyncLines;
-use listener::{self as ipc, Stream};
+use listener::{self as ipc, ReadHalf, Stream, WriteHalf};
 
 /// Connections served at once when `max_connections` is not set.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -46,6 +52,9 @@ pub const FD_RESERVE: u64 = 64;
 /// Replies buffered for a client that pipelines requests without reading
 /// are written out at this size, so such a client cannot pin memory.
 const OUT_HIGH_WATER: usize = 256 * 1024;
+/// Bytes read from a connection at a time: a few hundred `token` requests,
+/// and small enough that a thousand idle connections stay cheap.
+const READ_BUFFER: usize = 4 * 1024;
 /// A client over the connection cap gets this long to take its `busy` reply.
 const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -73,12 +82,57 @@ impl Limits {
 
 /// Serves `listener` until `shutdown` resolves or a client sends `shutdown`,
 /// then stops accepting, lets in-flight requests finish (bounded) and returns.
+/// Every request runs on the caller's runtime.
 ///
 /// The socket file is removed when the listener is dropped here.
 pub async fn run(
     listener: listener::Listener,
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    serve(listener, shared, shutdown, None).await
+}
+
+/// [`run`] on a new thread with a single-threaded runtime of its own, which
+/// answers `token` requests the cache can satisfy and hands every other
+/// request to the caller's runtime (where refreshers, proxies and the HTTP
+/// client live). Resolves when that thread has stopped serving.
+pub async fn run_apart(
+    listener: listener::Listener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let ops = Handle::current();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("ce-authd-socket".into())
+        .spawn(move || {
+            let served = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| rt.block_on(serve(listener, shared, shutdown, Some(ops))));
+            let _ = done_tx.send(served);
+        })?;
+    done_rx.await.unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "the socket server's thread ended early",
+        ))
+    })
+}
+
+/// What the connections of one server share.
+struct Ctx {
+    shared: Arc<Shared>,
+    limits: Limits,
+    /// Where requests other than a cached `token` run (`None`: right here).
+    ops: Option<Handle>,
+}
+
+async fn serve(
+    listener: listener::Listener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()>,
+    ops: Option<Handle>,
 ) -> std::io::Result<()> {
     let mut listener = listener;
     let max = connection_cap(
@@ -88,6 +142,11 @@ pub async fn run(
             .unwrap_or(DEFAULT_MAX_CONNECTIONS),
     );
     let permits = Arc::new(Semaphore::new(max));
+    let ctx = Arc::new(Ctx {
+        limits: Limits::from(&shared.settings),
+        shared: shared.clone(),
+        ops,
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut backoff = Duration::from_millis(1);
@@ -108,7 +167,7 @@ pub async fn run(
                 backoff = Duration::from_millis(1);
                 match permits.clone().try_acquire_owned() {
                     Ok(permit) => {
-                        tasks.spawn(connection(stream, shared.clone(), stop_rx.clone(), permit));
+                        tasks.spawn(connection(stream, ctx.clone(), stop_rx.clone(), permit));
                     }
                     Err(_) => {
                         busy_log.refused(max);
@@ -218,31 +277,38 @@ fn fd_budget() -> Option<u64> {
 
 /// Serves one connection until it closes, misbehaves or the server stops.
 async fn connection(
-    stream: Stream,
-    shared: Arc<Shared>,
+    mut stream: Stream,
+    ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let limits = Limits::from(&shared.settings);
-    let uid = match ipc::check_peer(&stream, &shared.settings.allow_uids) {
+    let limits = ctx.limits;
+    let shared = &ctx.shared;
+    let checked = ipc::check_peer(&stream, &shared.settings.allow_uids);
+    let (rd, mut wr) = ipc::halves(&mut stream);
+    let uid = match checked {
         Ok(uid) => uid,
         Err(refused) => {
             tracing::warn!(reason = %refused, "connection refused");
             let e = WireError::new(ErrorCode::PermissionDenied, refused.to_string());
             let mut out = Vec::new();
             crate::protocol::write_err(&mut out, &e);
-            flush(&stream, &mut out, limits.write).await;
+            flush(&mut wr, &mut out, limits.write).await;
             return;
         }
     };
     tracing::debug!(uid, "connection accepted");
     let role = ops::Role::of(uid);
+    // made once and polled on every wait: it stays registered with the
+    // channel instead of joining and leaving it per request
+    let stopped = stop.wait_for(|s| *s);
+    tokio::pin!(stopped);
 
     // requests may carry secrets (add, login): bytes are zeroed once consumed
-    let mut reader = ZeroingReader::new(&stream);
+    let mut reader = ZeroingReader::with_capacity(READ_BUFFER, rd);
     // peek at the first bytes: a JSON line starts with `{`, HTTP with a method name
     let first = tokio::select! {
-        _ = stop.wait_for(|s| *s) => return,
+        _ = &mut stopped => return,
         r = tokio::time::timeout(limits.idle, reader.fill_buf()) => match r {
             Ok(Ok(buf)) => buf.first().copied(),
             _ => None,
@@ -253,26 +319,29 @@ async fn connection(
         return;
     };
     if first.is_ascii_uppercase() {
-        http::serve(&stream, &mut reader, &shared, limits).await;
+        http::serve(&mut wr, &mut reader, shared, limits).await;
         tracing::debug!(uid, "http connection closed");
         return;
     }
 
     let mut lines = AsyncLines::new(reader);
     let mut out = Vec::with_capacity(1024);
+    // one timer for the connection's life, moved only when it fires early
+    let timer = tokio::time::sleep(limits.idle);
+    tokio::pin!(timer);
     let reason = loop {
         // answer a pipelined batch with one write, but never leave a reply
         // waiting while we wait for more input
         if !out.is_empty()
             && !lines.has_buffered_line()
-            && !flush(&stream, &mut out, limits.write).await
+            && !flush(&mut wr, &mut out, limits.write).await
         {
             break "client does not read its replies";
         }
         let res = tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => break "server stopping",
-            r = lines.read_line_timed(limits.idle, limits.line) => r,
+            _ = &mut stopped => break "server stopping",
+            r = lines.read_line_with_timer(&mut timer, limits.idle, limits.line) => r,
         };
         match res {
             Ok(Some(line)) => {
@@ -281,8 +350,8 @@ async fn connection(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                ops::handle_line(&shared, line, &mut out, role).await;
-                if out.len() >= OUT_HIGH_WATER && !flush(&stream, &mut out, limits.write).await {
+                answer(&ctx, line, &mut out, role).await;
+                if out.len() >= OUT_HIGH_WATER && !flush(&mut wr, &mut out, limits.write).await {
                     break "client does not read its replies";
                 }
             }
@@ -301,16 +370,42 @@ async fn connection(
             Err(FrameError::Io(_)) => break "read error",
         }
     };
-    flush(&stream, &mut out, limits.write).await;
+    flush(&mut wr, &mut out, limits.write).await;
     tracing::debug!(uid, reason, "connection closed");
 }
 
+/// Appends the reply to one request line: what needs no waiting (a cached
+/// token, `hello`, `status`, errors) right here, every other request where
+/// the server's `ops` runtime says.
+async fn answer(ctx: &Ctx, line: &[u8], out: &mut Vec<u8>, role: ops::Role) {
+    let Some(req) = ops::answer_now(&ctx.shared, line, out, role) else {
+        return;
+    };
+    let Some(rt) = &ctx.ops else {
+        return ops::handle(&ctx.shared, req, out).await;
+    };
+    let shared = ctx.shared.clone();
+    let task = rt.spawn(async move {
+        // replies may carry tokens: zeroed when dropped, once copied out
+        let mut reply = Zeroizing::new(Vec::with_capacity(1024));
+        ops::handle(&shared, req, &mut reply).await;
+        reply
+    });
+    match task.await {
+        Ok(reply) => out.extend_from_slice(&reply),
+        Err(e) => {
+            tracing::error!(error = %e, "a request failed inside the daemon");
+            let e = WireError::new(ErrorCode::Internal, "the request failed inside the daemon");
+            crate::protocol::write_err(out, &e);
+        }
+    }
+}
+
 /// Writes and clears `out` within `timeout`; false when the client did not take it.
-async fn flush(stream: &Stream, out: &mut Vec<u8>, timeout: Duration) -> bool {
+async fn flush<W: AsyncWrite + Unpin>(w: &mut W, out: &mut Vec<u8>, timeout: Duration) -> bool {
     if out.is_empty() {
         return true;
     }
-    let mut w = stream;
     let ok = matches!(
         tokio::time::timeout(timeout, w.write_all(out)).await,
         Ok(Ok(()))
