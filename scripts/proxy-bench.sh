@@ -35,6 +35,12 @@ trap cleanup EXIT
 PIDS+=($!)
 for _ in $(seq 100); do [[ -s $WORK/upstream.out ]] && break; sleep 0.05; done
 UP=$(jq -r .url "$WORK/upstream.out")
+# the ceiling: a bare forwarder (hyper, no token, no checks) to the same upstream
+"$BENCH" relay --upstream "$UP" >"$WORK/relay.out" &
+PIDS+=($!)
+RELAY_PID=$!
+for _ in $(seq 100); do [[ -s $WORK/relay.out ]] && break; sleep 0.05; done
+RELAY=$(jq -r .url "$WORK/relay.out")
 
 mkdir -m 700 "$WORK/run"
 cat >"$WORK/config.toml" <<TOML
@@ -48,6 +54,7 @@ SOCK=$WORK/run/agent.sock
 "$BIN/ce-authd" --dev --foreground --config "$WORK/config.toml" --socket "$SOCK" \
     >"$WORK/daemon.out" 2>"$WORK/daemon.err" &
 PIDS+=($!)
+DAEMON_PID=$!
 for _ in $(seq 200); do
     CE_AUTH_SOCK=$SOCK CE_AUTH_NO_AUTOSTART=1 "$BIN/ce-auth" status --json >"$WORK/status.json" 2>/dev/null && break
     sleep 0.05
@@ -55,29 +62,35 @@ done
 PROXY=$(jq -r '.proxies[0].url' "$WORK/status.json")
 echo "upstream $UP, proxy $PROXY, $CONNS connections, $ROUNDS rounds of $SECS s"
 
-run() { # label url conns
-    "$BENCH" http --url "$2" --conns "$3" --duration "$SECS" --warmup 1 --label "$1" >>"$WORK/runs.jsonl"
+run() { # label url conns [pid]
+    "$BENCH" http --url "$2" --conns "$3" --duration "$SECS" --warmup 1 --label "$1" \
+        ${4:+--pid "$4"} >>"$WORK/runs.jsonl"
 }
 for _ in $(seq "$ROUNDS"); do
     run direct-small "$UP/small" "$CONNS"
-    run proxy-small "$PROXY/small" "$CONNS"
+    run relay-small "$RELAY/small" "$CONNS" "$RELAY_PID"
+    run proxy-small "$PROXY/small" "$CONNS" "$DAEMON_PID"
     run direct-api "$UP/small?ms=20" "$CONNS"
     run proxy-api "$PROXY/small?ms=20" "$CONNS"
     run direct-large "$UP/bytes/$BIG" 1
-    run proxy-large "$PROXY/bytes/$BIG" 1
+    run relay-large "$RELAY/bytes/$BIG" 1 "$RELAY_PID"
+    run proxy-large "$PROXY/bytes/$BIG" 1 "$DAEMON_PID"
 done
 median() { # label field
     jq -s --arg l "$1" --arg f "$2" \
         '[.[] | select(.label == $l) | .[$f]] | sort | .[(length - 1) / 2 | floor]' "$WORK/runs.jsonl"
 }
-printf '\n| run | req/s | p50 µs | p99 µs | MiB/s |\n|---|---|---|---|---|\n'
-for l in direct-small proxy-small direct-api proxy-api direct-large proxy-large; do
-    printf '| %s | %.0f | %.0f | %.0f | %.0f |\n' "$l" "$(median "$l" rps)" "$(median "$l" p50_us)" \
-        "$(median "$l" p99_us)" "$(median "$l" mib_per_s)"
+printf '\n| run | req/s | p50 µs | p99 µs | MiB/s | forwarder CPU µs/req |\n|---|---|---|---|---|---|\n'
+for l in direct-small relay-small proxy-small direct-api proxy-api direct-large relay-large proxy-large; do
+    printf '| %s | %.0f | %.0f | %.0f | %.0f | %s |\n' "$l" "$(median "$l" rps)" "$(median "$l" p50_us)" \
+        "$(median "$l" p99_us)" "$(median "$l" mib_per_s)" "$(median "$l" cpu_us_per_req | jq 'if . == null then "—" else (. * 10 | round / 10) end' -r)"
 done
 ratio() { jq -n --argjson a "$1" --argjson b "$2" '$a / $b * 100 | round / 100'; }
 echo
 echo "proxy/direct, small responses: req/s $(ratio "$(median proxy-small rps)" "$(median direct-small rps)")×, p99 $(ratio "$(median proxy-small p99_us)" "$(median direct-small p99_us)")×"
 echo "proxy/direct, responses after 20 ms (an API's pace): req/s $(ratio "$(median proxy-api rps)" "$(median direct-api rps)")×, p99 $(ratio "$(median proxy-api p99_us)" "$(median direct-api p99_us)")×"
+echo "proxy/bare forwarder, small responses: req/s $(ratio "$(median proxy-small rps)" "$(median relay-small rps)")×, p99 $(ratio "$(median proxy-small p99_us)" "$(median relay-small p99_us)")×"
+echo "bare forwarder/direct, small responses: req/s $(ratio "$(median relay-small rps)" "$(median direct-small rps)")× (the ceiling of any proxy here)"
+echo "proxy/bare forwarder, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median relay-large mib_per_s)")×"
 echo "proxy/direct, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median direct-large mib_per_s)")×"
-echo "daemon RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' "/proc/${PIDS[1]}/status")"
+echo "daemon RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' "/proc/$DAEMON_PID/status")"

@@ -84,6 +84,56 @@ pub fn upstream() -> anyhow::Result<()> {
     })
 }
 
+/// A bare HTTP/1.1 forwarder to `upstream`: hyper's server and hyper-util's
+/// pooled client on one current-thread runtime (as the daemon's proxy runs),
+/// bodies streamed, no token and no checks. It is the proxy's ceiling: what
+/// any forwarder pays on this machine for the second pair of connections.
+pub fn relay(upstream: &str) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let base: hyper::Uri = upstream.parse().context("the upstream URL")?;
+    let authority = base.authority().context("an upstream host")?.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client: Client<_, hyper::body::Incoming> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!(
+            "{}",
+            serde_json::json!({"url": format!("http://{}", listener.local_addr()?)})
+        );
+        std::io::stdout().flush()?;
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let (client, authority) = (client.clone(), authority.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |mut req: hyper::Request<hyper::body::Incoming>| {
+                        let (client, authority) = (client.clone(), authority.clone());
+                        async move {
+                            let pq = req.uri().path_and_query().cloned();
+                            let mut uri = hyper::http::uri::Parts::default();
+                            uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+                            uri.authority = Some(authority);
+                            uri.path_and_query = pq;
+                            *req.uri_mut() = hyper::Uri::from_parts(uri)?;
+                            req.headers_mut().remove(hyper::header::HOST);
+                            let resp = client.request(req).await?;
+                            anyhow::Ok(resp.map(|b| b.boxed()))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    })
+}
+
 /// Keep-alive GETs of `url` on `conns` connections (a thread each) for
 /// `duration` after `warmup`; prints requests/s and latency percentiles.
 pub fn load(
@@ -92,7 +142,9 @@ pub fn load(
     warmup: f64,
     duration: f64,
     label: &str,
+    pid: Option<u32>,
 ) -> anyhow::Result<()> {
+    let cpu0 = pid.map(crate::harness::proc_cpu).transpose()?;
     let u = url::Url::parse(url).context("the URL")?;
     let addr = format!(
         "{}:{}",
@@ -145,6 +197,17 @@ pub fn load(
         bytes += b;
     }
     stop.store(true, Ordering::Relaxed);
+    // the process's CPU over warm-up and window, per request of the window
+    // (the same load runs throughout)
+    let cpu_us_per_req = match (pid, cpu0) {
+        (Some(p), Some(c0)) if !all.is_empty() => {
+            let cpu = crate::harness::proc_cpu(p)?
+                .saturating_sub(c0)
+                .as_secs_f64();
+            Some(cpu * 1e6 * duration / (warmup + duration) / all.len() as f64)
+        }
+        _ => None,
+    };
     all.sort_unstable();
     let pct = |q: f64| {
         if all.is_empty() {
@@ -160,6 +223,7 @@ pub fn load(
             "requests": all.len(), "rps": all.len() as f64 / duration,
             "mib_per_s": bytes as f64 / duration / 1048576.0,
             "p50_us": pct(0.50), "p99_us": pct(0.99), "max_us": pct(1.0),
+            "cpu_us_per_req": cpu_us_per_req,
         })
     );
     Ok(())

@@ -102,6 +102,11 @@ enum Cmd {
     },
     /// A plain HTTP upstream for the proxy benchmark (runs until killed)
     Upstream,
+    /// A bare HTTP forwarder to an upstream: the proxy's ceiling (runs until killed)
+    Relay {
+        #[arg(long)]
+        upstream: String,
+    },
     /// Keep-alive HTTP GETs of one URL: requests/s and latency
     Http {
         #[arg(long)]
@@ -114,6 +119,9 @@ enum Cmd {
         duration: f64,
         #[arg(long, default_value = "")]
         label: String,
+        /// A process whose CPU time per request is reported (the proxy)
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Median wall time of whole processes, run interleaved round-robin
     Spawn {
@@ -178,13 +186,15 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Spawn { runs, warmup, cmds } => spawn_cost(runs, warmup, &cmds)?,
         Cmd::Upstream => http::upstream()?,
+        Cmd::Relay { upstream } => http::relay(&upstream)?,
         Cmd::Http {
             url,
             conns,
             warmup,
             duration,
             label,
-        } => http::load(&url, conns, warmup, duration, &label)?,
+            pid,
+        } => http::load(&url, conns, warmup, duration, &label, pid)?,
     }
     Ok(())
 }
