@@ -84,21 +84,14 @@ impl Role {
     }
 }
 
-/// Parses one request line from a peer of `role` and appends exactly one
-/// reply line to `out`.
+/// Parses one request line from a peer of `role` and answers what needs no
+/// waiting: appends the reply for a `token` the cache can satisfy, `hello`,
+/// `status`, a bad request or a refused op, and returns `None`. Any other
+/// request is returned parsed, for [`handle`] to answer (the server runs it
+/// on the main runtime), so every line gets exactly one reply.
 ///
 /// Never fails: bad input becomes a `bad_request` reply. The raw line is never
 /// logged, since requests may carry secrets.
-pub async fn handle_line(shared: &Shared, line: &[u8], out: &mut Vec<u8>, role: Role) {
-    if let Some(req) = answer_now(shared, line, out, role) {
-        handle(shared, req, out).await;
-    }
-}
-
-/// The part of [`handle_line`] that never waits: appends the reply for a
-/// `token` the cache can satisfy, `hello`, `status`, a bad request or a
-/// refused op, and returns `None`; any other request is returned parsed,
-/// for [`handle`] to answer.
 pub fn answer_now(shared: &Shared, line: &[u8], out: &mut Vec<u8>, role: Role) -> Option<Request> {
     if let Some((profile, min_ttl)) = fast_token(line) {
         let min_ttl = Duration::from_secs(min_ttl.unwrap_or(DEFAULT_MIN_TTL));
