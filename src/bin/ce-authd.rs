@@ -133,15 +133,25 @@ fn run_issuer(args: ce_auth_issuer::cli::IssuerArgs) -> anyhow::Result<()> {
 /// timestamps or colours (the journal adds its own) and a `<N>` syslog priority
 /// prefix per line, so `journalctl -p warning` works.
 fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log-level {l:?}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // `Targets` takes `level` and `target=level,...` (what RUST_LOG holds in
+    // practice) without a regex engine, which EnvFilter would keep resident
+    let filter: Targets = match level {
+        Some(l) => l.parse().with_context(|| {
+            format!("invalid --log-level {l:?} (a level such as debug, or e.g. ce_auth=debug,warn)")
+        })?,
+        None => std::env::var("RUST_LOG")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO)),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     // a subscriber set up earlier (e.g. by a test harness) is not worth stopping for
     let _ = if stderr_is_journal() {
         let plain = tracing_subscriber::fmt::format()
@@ -149,13 +159,16 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
             .with_ansi(false)
             .with_target(false)
             .with_level(false);
-        builder
-            .with_ansi(false)
-            .event_format(journal::Prefixed(plain))
+        registry
+            .with(
+                layer
+                    .with_ansi(false)
+                    .event_format(journal::Prefixed(plain)),
+            )
             .try_init()
     } else {
-        builder
-            .with_ansi(std::io::stderr().is_terminal())
+        registry
+            .with(layer.with_ansi(std::io::stderr().is_terminal()))
             .try_init()
     };
     Ok(())
