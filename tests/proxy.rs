@@ -682,3 +682,110 @@ fn reload_adds_and_removes_proxies_and_exec_names_the_proxy() {
             .then_some(())
     });
 }
+
+#[test]
+fn https_upstreams_get_the_profiles_trust_roots_and_proxy_rules() {
+    use crate::util::tls::{ConnectProxy, TestCa, TlsFront};
+    const USER: &str = "proxy-user";
+    const PASSWORD: &str = "proxy-pass-Hq27v";
+    let issuer = TestIssuer::start(Account::seeded());
+    let upstream = Upstream::start(&issuer.jwks_url());
+    let ca = TestCa::new(&["api.example.test", "localhost"]);
+    let front = TlsFront::start(&ca, upstream.addr);
+    let tunnel = ConnectProxy::start(front.addr);
+    let home = Home::new();
+    let ca_file = ca.write(home.path(), "ca.pem");
+    let local = format!("https://localhost:{}", front.addr.port());
+    // `api` trusts the CA through ca_file, `bare` has only the system's and
+    // the built-in roots; the issuer is plain http on loopback (never proxied)
+    let bare = profile_text(&home, &issuer).replace("[profiles.api]", "[profiles.bare]");
+    let config = format!(
+        "{}ca_file = \"{}\"\n{bare}{}{}\n[[proxy]]\nlisten = \"127.0.0.3:0\"\nupstream = \"{local}\"\nprofile = \"bare\"\n",
+        profile_text(&home, &issuer),
+        ca_file.display(),
+        proxy_table("127.0.0.1:0", "https://api.example.test", ""),
+        proxy_table("127.0.0.2:0", &local, ""),
+    );
+    let d = Authd::start_in(
+        &home,
+        Spec {
+            config: Some(config),
+            log_level: Some("trace".into()),
+            env: vec![
+                (
+                    "HTTPS_PROXY".into(),
+                    format!("http://{USER}:{PASSWORD}@127.0.0.1:{}", tunnel.addr.port()),
+                ),
+                ("NO_PROXY".into(), "other.test".into()),
+            ],
+            ..Spec::default()
+        },
+    );
+    let url_of = |upstream: &str, profile: &str| -> String {
+        let all = proxies(&d);
+        let p = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| {
+                p["upstream"].as_str().unwrap().starts_with(upstream) && p["profile"] == profile
+            })
+            .unwrap_or_else(|| panic!("no proxy to {upstream} for {profile}: {all}"));
+        p["url"].as_str().unwrap().to_string()
+    };
+
+    // a remote API: through HTTPS_PROXY with its credentials, the CA from
+    // ca_file, and Host naming the API
+    let (code, body) = curl(&[&format!(
+        "{}/echo/remote",
+        url_of("https://api.example.test", "api")
+    )]);
+    assert_eq!(code, 200, "{body}");
+    let seen = tunnel.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].line, "CONNECT api.example.test:443 HTTP/1.1");
+    let basic = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+    };
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Basic {basic}").as_str())
+    );
+    let last = upstream.seen().pop().expect("the API saw the request");
+    assert!(last.accepted, "{last:?}");
+    assert!(
+        last.headers
+            .iter()
+            .any(|(k, v)| k == "host" && v == "api.example.test"),
+        "{last:?}"
+    );
+
+    // an https API on loopback: reached directly, whatever HTTPS_PROXY says
+    let (code, body) = curl(&[&format!("{}/echo/local", url_of(&local, "api"))]);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(tunnel.seen().len(), 1, "loopback went through the proxy");
+    assert!(upstream.seen().pop().unwrap().accepted);
+
+    // without the CA the handshake is refused, and the answer says why
+    let before = upstream.seen().len();
+    let (code, body) = curl(&[&format!("{}/echo/bare", url_of(&local, "bare"))]);
+    assert_eq!(code, 502, "{body}");
+    assert!(
+        body.contains("certificate") && body.contains("ca_file"),
+        "the answer does not say why, or how to trust the CA: {body}"
+    );
+    assert_eq!(
+        upstream.seen().len(),
+        before,
+        "the untrusted API was sent the request"
+    );
+
+    let (_, log, out) = d.stop_with_output();
+    for text in [&log, &out] {
+        assert!(
+            !text.contains(PASSWORD) && !text.contains(&basic),
+            "the proxy's credentials reached the log"
+        );
+    }
+}

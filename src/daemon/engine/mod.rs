@@ -463,7 +463,7 @@ impl Engine {
 
     /// The HTTP client for API requests proxied with `profile`'s token: the
     /// profile's roots and connect timeout, responses streamed.
-    pub fn api_client(&self, profile: &str) -> Result<reqwest::Client, EngineError> {
+    pub fn api_client(&self, profile: &str) -> Result<oauth::ApiClient, EngineError> {
         let entry = self.lookup(Some(profile))?;
         self.http
             .streaming_for_profile(&entry.profile)

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use super::stream::ApiClient;
 use super::{TokenError, USER_AGENT};
 use crate::daemon::config::Profile;
 use crate::daemon::error_chain as chain;
@@ -40,10 +41,14 @@ impl std::fmt::Debug for Client {
 }
 
 /// HTTP clients shared by all profiles: one per distinct (CA file, timeouts),
-/// so connections are reused and each profile's limits apply.
+/// so connections are reused and each profile's limits apply; and one TLS
+/// configuration per CA file, shared by its token and API clients, so both
+/// trust exactly the same roots and the root store is held once.
 #[derive(Default)]
 pub struct HttpClients {
     clients: Mutex<HashMap<ClientKey, Client>>,
+    api: Mutex<HashMap<ClientKey, ApiClient>>,
+    tls: Mutex<HashMap<Option<PathBuf>, Arc<rustls::ClientConfig>>>,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -73,14 +78,39 @@ impl HttpClients {
     /// The client for API requests proxied for a profile: its roots and
     /// connect timeout, no limit on the whole request (responses are
     /// streamed), [`STREAM_READ_TIMEOUT`] between reads.
-    pub fn streaming_for_profile(&self, p: &Profile) -> Result<reqwest::Client, TokenError> {
+    pub fn streaming_for_profile(&self, p: &Profile) -> Result<ApiClient, TokenError> {
         let key = ClientKey {
             ca_file: p.ca_file.clone(),
             connect_timeout: p.connect_timeout,
             timeout: STREAM_READ_TIMEOUT,
             streaming: true,
         };
-        Ok(self.cached(key)?.inner)
+        let mut clients = self.api.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let env = |k: &str| std::env::var(k).ok();
+        let client = ApiClient::new(
+            self.tls_for(&key.ca_file)?,
+            proxy_from(&env)?,
+            key.connect_timeout,
+            key.timeout,
+            describe_roots(key.ca_file.as_deref(), &env).into(),
+        );
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The TLS configuration trusting `ca_file`'s roots besides the system's
+    /// and the built-in ones, built on first use.
+    fn tls_for(&self, ca_file: &Option<PathBuf>) -> Result<Arc<rustls::ClientConfig>, TokenError> {
+        let mut tls = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = tls.get(ca_file) {
+            return Ok(Arc::clone(c));
+        }
+        let config = Arc::new(tls_config(ca_file.as_deref())?);
+        tls.insert(ca_file.clone(), Arc::clone(&config));
+        Ok(config)
     }
 
     /// The client for a CA file and timeouts, built on first use.
@@ -103,16 +133,53 @@ impl HttpClients {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let client = build_client(&key, &|k| std::env::var(k).ok())?;
+        let tls = self.tls_for(&key.ca_file)?;
+        let client = build_client(&key, &tls, &|k| std::env::var(k).ok())?;
         clients.insert(key, client.clone());
         Ok(client)
+    }
+}
+
+/// Where https requests to remote hosts go: `HTTPS_PROXY` (or `ALL_PROXY`)
+/// minus `NO_PROXY` and loopback. Its URL may hold the proxy's password,
+/// so it never appears in a message, nor in `Debug` output.
+#[derive(Clone)]
+pub(crate) struct ProxyRule {
+    url: String,
+    no_proxy: String,
+}
+
+impl std::fmt::Debug for ProxyRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyRule")
+            .field("url", &"<redacted>")
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+impl ProxyRule {
+    fn reqwest(&self) -> reqwest::Proxy {
+        // checked in `proxy_from`
+        reqwest::Proxy::https(&self.url)
+            .expect("a proxy URL checked when read")
+            .no_proxy(reqwest::NoProxy::from_string(&self.no_proxy))
+    }
+
+    /// The same rule for hyper-util's connectors (reqwest uses this matcher
+    /// itself, so both clients choose alike).
+    pub(crate) fn matcher(&self) -> hyper_util::client::proxy::matcher::Matcher {
+        hyper_util::client::proxy::matcher::Matcher::builder()
+            .https(self.url.as_str())
+            .no(self.no_proxy.as_str())
+            .build()
     }
 }
 
 /// The proxy for https requests, from the environment (`HTTPS_PROXY`,
 /// `https_proxy`, `ALL_PROXY`, `all_proxy`, first set wins), with
 /// `NO_PROXY` / `no_proxy` and loopback exempt. `None` when none is set.
-fn proxy_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<reqwest::Proxy>, TokenError> {
+fn proxy_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<ProxyRule>, TokenError> {
     let Some((name, url)) = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
         .into_iter()
         .find_map(|k| env(k).filter(|v| !v.trim().is_empty()).map(|v| (k, v)))
@@ -124,16 +191,19 @@ fn proxy_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<reqwest::Pr
         .filter(|v| !v.trim().is_empty())
         .map(|v| format!("{v},{NEVER_PROXIED}"))
         .unwrap_or_else(|| NEVER_PROXIED.to_string());
+    let url = url.trim().to_string();
     // the value may hold the proxy's password: never in a message
-    let proxy = reqwest::Proxy::https(url.trim()).map_err(|_| {
-        TokenError::permanent(format!(
+    let valid = reqwest::Proxy::https(&url).is_ok()
+        && url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+    if !valid {
+        return Err(TokenError::permanent(format!(
             "{name} is not a valid proxy URL (expected http://[user:password@]host:port); \
              fix or unset it in ce-authd's environment"
-        ))
-    })?;
-    Ok(Some(
-        proxy.no_proxy(reqwest::NoProxy::from_string(&no_proxy)),
-    ))
+        )));
+    }
+    Ok(Some(ProxyRule { url, no_proxy }))
 }
 
 /// What a client trusts, for messages: `SSL_CERT_FILE` / `SSL_CERT_DIR` when
@@ -163,9 +233,10 @@ fn describe_roots(ca_file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) 
 
 fn build_client(
     key: &ClientKey,
+    tls: &rustls::ClientConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Client, TokenError> {
-    let inner = builder(key, env)?.build().map_err(|e| {
+    let inner = builder(key, tls, env)?.build().map_err(|e| {
         TokenError::permanent(format!("cannot build the HTTP client: {}", chain(&e)))
     })?;
     Ok(Client {
@@ -177,11 +248,13 @@ fn build_client(
 /// The client's settings: timeouts, no redirects, the proxy and the roots.
 fn builder(
     key: &ClientKey,
+    tls: &rustls::ClientConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<reqwest::ClientBuilder, TokenError> {
     let mut b = reqwest::Client::builder()
         .user_agent(USER_AGENT)
-        .connect_timeout(key.connect_timeout);
+        .connect_timeout(key.connect_timeout)
+        .use_preconfigured_tls(tls.clone());
     b = if key.streaming {
         b.read_timeout(key.timeout)
     } else {
@@ -195,27 +268,69 @@ fn builder(
         // HTTP_PROXY; ours are set below
         .no_proxy();
     if let Some(proxy) = proxy_from(env)? {
-        b = b.proxy(proxy);
-    }
-    if let Some(path) = &key.ca_file {
-        let pem = std::fs::read(path).map_err(|e| {
-            TokenError::permanent(format!("cannot read ca_file {}: {e}", path.display()))
-        })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-            TokenError::permanent(format!(
-                "ca_file {}: not PEM certificates: {e}",
-                path.display()
-            ))
-        })?;
-        for c in certs {
-            b = b.add_root_certificate(c);
-        }
+        b = b.proxy(proxy.reqwest());
     }
     Ok(b)
 }
 
+/// What every HTTPS connection trusts: Mozilla's roots built in, the
+/// system's (`SSL_CERT_FILE` / `SSL_CERT_DIR` instead when set), and
+/// `ca_file`'s certificates. HTTP/1.1 only: one token request at a time per
+/// profile, and downloads stream faster without HTTP/2's flow control.
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, TokenError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    // stores often hold a few certificates rustls cannot use (ancient or
+    // malformed): skipped, as other tools do
+    let native = rustls_native_certs::load_native_certs();
+    let (valid, invalid) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(
+        valid,
+        invalid,
+        errors = native.errors.len(),
+        "system roots loaded"
+    );
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            TokenError::permanent(format!("cannot read ca_file {}: {e}", path.display()))
+        })?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                TokenError::permanent(format!(
+                    "ca_file {}: not PEM certificates: {e}",
+                    path.display()
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(TokenError::permanent(format!(
+                "ca_file {}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it",
+                path.display()
+            )));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| {
+                TokenError::permanent(format!(
+                    "ca_file {}: a certificate rustls cannot use as a root: {e}",
+                    path.display()
+                ))
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TokenError::permanent(format!("cannot set up TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// The advice appended to a certificate failure.
-pub(super) fn untrusted_hint(roots: &str) -> String {
+pub(crate) fn untrusted_hint(roots: &str) -> String {
     format!(
         "; trusted roots: {roots}. To trust a private or inspecting CA, add it to the system \
          store (e.g. update-ca-certificates), point SSL_CERT_FILE or SSL_CERT_DIR at it in \
@@ -298,7 +413,8 @@ mod tests {
             .host_str()
             .unwrap()
             .to_string();
-        let client = builder(&key, &env)
+        let tls = tls_config(None).unwrap();
+        let client = builder(&key, &tls, &env)
             .unwrap()
             .resolve(&host, direct_addr)
             .build()

@@ -11,9 +11,11 @@
 pub mod api;
 mod http;
 mod scrub;
+mod stream;
 
 pub use api::{NewClient, create_client, users_me};
-pub use http::{Client, HttpClients};
+pub use http::{ApiClient, Client, HttpClients};
+pub use stream::{ApiBody, BoxError, Quiet, SendError};
 
 use std::time::Duration;
 

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use super::{ProxyState, body_error};
 use crate::daemon::config::{ClientAuthorization, ProxyConfig};
+use crate::daemon::oauth::{ApiBody, BoxError, Quiet};
 use crate::protocol::ErrorCode;
 
 /// The body of every answer the proxy gives.
@@ -92,6 +93,12 @@ async fn forward(
         ));
     }
     let url = upstream_url(&config.upstream, pq.path(), pq.query());
+    let uri: http::Uri = url.as_str().parse().map_err(|_| {
+        (
+            StatusCode::BAD_REQUEST,
+            "the request's path cannot be sent to the upstream".to_string(),
+        )
+    })?;
     let headers = forwarded_headers(&parts.headers);
     let mut body = RequestBody::read(body, &parts.headers).await?;
 
@@ -111,17 +118,16 @@ async fn forward(
         })?;
         value.set_sensitive(true);
         h.insert(header::AUTHORIZATION, value);
-        let request = client
-            .request(parts.method.clone(), url.clone())
-            .headers(h)
-            .body(body.take());
-        let resp = request.send().await.map_err(|e| {
+        let mut request = Request::new(body.take());
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = h;
+        let resp = client.send(request).await.map_err(|e| {
             (
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "the API at {} did not answer: {}",
-                    config.upstream,
-                    crate::daemon::error_chain(&e)
+                    config.upstream, e.message
                 ),
             )
         })?;
@@ -180,8 +186,7 @@ async fn token_after_401(
 
 /// The upstream's answer, streamed back with its status and headers (a
 /// redirect included: it is the client's to follow).
-fn relay(resp: reqwest::Response) -> Response<ProxyBody> {
-    let resp: Response<reqwest::Body> = resp.into();
+fn relay(resp: Response<Quiet<Incoming>>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body.map_err(body_error).boxed())
@@ -244,14 +249,12 @@ impl RequestBody {
     }
 
     /// The body for the next upstream request.
-    fn take(&mut self) -> reqwest::Body {
+    fn take(&mut self) -> ApiBody {
         match self {
-            RequestBody::Whole(b) => reqwest::Body::from(b.clone()),
+            RequestBody::Whole(b) => Full::new(b.clone()).map_err(|e| match e {}).boxed(),
             RequestBody::Stream(s) => match s.take() {
-                Some(incoming) => {
-                    reqwest::Body::wrap_stream(http_body_util::BodyDataStream::new(incoming))
-                }
-                None => reqwest::Body::from(Bytes::new()),
+                Some(incoming) => incoming.map_err(BoxError::from).boxed(),
+                None => Full::new(Bytes::new()).map_err(|e| match e {}).boxed(),
             },
         }
     }

@@ -72,7 +72,7 @@ impl ProxyState {
         Arc::clone(&self.config.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    fn http(&self, config: &ProxyConfig) -> Result<reqwest::Client, String> {
+    fn http(&self, config: &ProxyConfig) -> Result<crate::daemon::oauth::ApiClient, String> {
         self.engine
             .api_client(&config.profile)
             .map_err(|e| format!("profile \"{}\": {}", config.profile, e.message))
