@@ -10,7 +10,7 @@ use serde_json::json;
 use crate::util::daemon::{Authd, Home, Spec};
 use crate::util::issuer::{Account, CLIENT_ID, CLIENT_SECRET, TestIssuer};
 use crate::util::line::error_code;
-use crate::util::tls::{ConnectProxy, TestCa, TlsFront};
+use crate::util::tls::{ConnectProxy, TestCa, TlsFront, basic};
 
 const TOKEN_PATH: &str = "/api/v1/auth/jwt/token";
 const PROXY_USER: &str = "proxy-user";
@@ -194,13 +194,10 @@ fn https_proxy_carries_remote_token_requests_and_never_loopback_or_plain_http() 
     let seen = proxy.seen();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].line, "CONNECT auth.example.test:443 HTTP/1.1");
-    let basic = {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"))
-    };
+    let basic = basic(PROXY_USER, PROXY_PASSWORD);
     assert_eq!(
         seen[0].authorization.as_deref(),
-        Some(format!("Basic {basic}").as_str()),
+        Some(basic.as_str()),
         "the proxy's credentials were not sent"
     );
 
@@ -215,7 +212,7 @@ fn https_proxy_carries_remote_token_requests_and_never_loopback_or_plain_http() 
     let (_, log, out) = d.stop_with_output();
     for text in [&log, &out] {
         assert!(
-            !text.contains(PROXY_PASSWORD) && !text.contains(&basic),
+            !text.contains(PROXY_PASSWORD) && !text.contains(&basic["Basic ".len()..]),
             "the proxy's credentials reached the log"
         );
     }

@@ -100,6 +100,13 @@ impl TlsFront {
     }
 }
 
+/// The `Proxy-Authorization` value a client sends for `user` and `password`.
+pub fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {pair}")
+}
+
 /// What a [`ConnectProxy`] was asked, one entry per connection.
 #[derive(Debug, Clone)]
 pub struct ProxyRequest {

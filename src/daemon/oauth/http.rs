@@ -56,9 +56,8 @@ struct ClientKey {
     ca_file: Option<PathBuf>,
     connect_timeout: Duration,
     /// The whole request's limit; for [`HttpClients::streaming_for_profile`]
-    /// the limit on each read instead (a download may take hours).
+    /// the limit on silence instead (a download may take hours).
     timeout: Duration,
-    streaming: bool,
 }
 
 /// How long a proxied API response may go without a byte before it is cut.
@@ -83,7 +82,6 @@ impl HttpClients {
             ca_file: p.ca_file.clone(),
             connect_timeout: p.connect_timeout,
             timeout: STREAM_READ_TIMEOUT,
-            streaming: true,
         };
         let mut clients = self.api.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
@@ -124,7 +122,6 @@ impl HttpClients {
             ca_file,
             connect_timeout,
             timeout,
-            streaming: false,
         })
     }
 
@@ -254,13 +251,8 @@ fn builder(
     let mut b = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(key.connect_timeout)
-        .use_preconfigured_tls(tls.clone());
-    b = if key.streaming {
-        b.read_timeout(key.timeout)
-    } else {
-        b.timeout(key.timeout)
-    };
-    b = b
+        .use_preconfigured_tls(tls.clone())
+        .timeout(key.timeout)
         // a token endpoint that redirects is misconfigured; following a POST
         // redirect could also send credentials elsewhere
         .redirect(reqwest::redirect::Policy::none())
@@ -404,7 +396,6 @@ mod tests {
             ca_file: None,
             connect_timeout: Duration::from_secs(2),
             timeout: Duration::from_secs(2),
-            streaming: false,
         };
         let direct_addr = direct.local_addr().unwrap();
         let url = url.replace("PORT", &direct_addr.port().to_string());
