@@ -14,7 +14,7 @@
 # Environment: CE_AUTH_WINEPREFIX (the Wine prefix, kept between runs;
 # default target/wine-prefix), CE_AUTH_WIN_NO_UNIT=1 (skip the unit tests),
 # CE_AUTH_WIN_KEEP=1 (keep the work directory and its logs).
-# Installs what it needs on Debian: mingw-w64, wine64, the Rust target.
+# Installs what it needs on Debian: mingw-w64, nasm, wine64, the Rust target.
 set -uo pipefail
 
 T0=$(date +%s.%N)
@@ -58,6 +58,8 @@ gone() { ! kill -0 "$1" 2>/dev/null; }
 echo "=== tools ($(elapsed) s)"
 need=()
 command -v x86_64-w64-mingw32-gcc >/dev/null || need+=(gcc-mingw-w64-x86-64)
+# aws-lc-sys (behind jsonwebtoken) assembles its Windows x86_64 code with NASM
+command -v nasm >/dev/null || need+=(nasm)
 find_wine() {
     for w in wine64 wine /usr/lib/wine/wine64; do
         if command -v "$w" >/dev/null 2>&1; then command -v "$w"; return 0; fi
