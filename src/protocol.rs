@@ -311,6 +311,9 @@ pub struct ProxyStatus {
     pub requests: u64,
     /// Connections refused (another uid, or an owner that could not be found).
     pub refused: u64,
+    /// Connections closed at once because the proxy was serving its most.
+    #[serde(default)]
+    pub turned_away: u64,
     /// Requests the proxy itself answered with a 5xx (no token, upstream unreachable).
     pub errors: u64,
     /// Refresh-and-retries after an upstream 401.

@@ -586,6 +586,13 @@ fn hostile_clients() {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let _ = s.write_all(big.as_bytes());
     println!("{n} hostile connections held; worst token answer {worst:?}");
+    // beyond the 512 served and the kernel's queue of 1024, connections were
+    // closed at capacity: counted as such, not as refused peers
+    let st = w.status();
+    if n > 2_000 {
+        assert!(st[0]["turned_away"].as_u64().unwrap() > 0, "{st}");
+    }
+    assert_eq!(st[0]["refused"], 0, "{st}");
     assert!(
         worst < Duration::from_secs(2),
         "token service stalled for {worst:?} under {n} hostile connections"

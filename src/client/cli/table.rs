@@ -87,12 +87,13 @@ pub(crate) fn status_table(status: &StatusReply, now: i64) -> String {
     }
     for p in &status.proxies {
         out.push_str(&format!(
-            "proxy {} -> {} (profile {}): {} requests, {} refused, {} errors, {} refreshes, {} open\n",
+            "proxy {} -> {} (profile {}): {} requests, {} refused, {} turned away, {} errors, {} refreshes, {} open\n",
             printable(p.url.as_deref().unwrap_or(&p.listen)),
             printable(&p.upstream),
             printable(&p.profile),
             p.requests,
             p.refused,
+            p.turned_away,
             p.errors,
             p.refreshes,
             p.connections
@@ -221,6 +222,7 @@ mod tests {
                 profile: "dev".into(),
                 requests: 0,
                 refused: 0,
+                turned_away: 0,
                 errors: 0,
                 refreshes: 0,
                 connections: 0,

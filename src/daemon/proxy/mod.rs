@@ -5,8 +5,9 @@
 //! Only the daemon's own user is served: on a Unix socket the peer's uid
 //! comes from SO_PEERCRED, on TCP from the kernel's socket table
 //! ([`peer`]); anyone else, or a peer whose owner cannot be found, gets 403.
-//! Requests are answered by hyper; upstream calls go through reqwest with
-//! the profile's roots and the daemon's proxy rules ([`forward`]).
+//! Requests are answered by hyper; upstream calls go through hyper-util's
+//! pooled client with the profile's roots and the daemon's proxy rules
+//! ([`forward`], [`crate::daemon::oauth::ApiClient`]).
 //!
 //! A reload keeps each proxy whose address is unchanged (its settings swap
 //! in place, connections stay), stops the ones gone and starts the new
@@ -51,6 +52,7 @@ const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 struct Counters {
     requests: AtomicU64,
     refused: AtomicU64,
+    turned_away: AtomicU64,
     errors: AtomicU64,
     refreshes: AtomicU64,
     connections: AtomicU64,
@@ -81,6 +83,20 @@ impl ProxyState {
     /// Counts a refused peer and logs it, at most once per interval.
     fn refused(&self, who: &str, why: &str) {
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        self.log_refusal(who, why);
+    }
+
+    /// Counts a connection closed at capacity and logs it like a refusal.
+    fn turned_away(&self, who: &str) {
+        self.counters.turned_away.fetch_add(1, Ordering::Relaxed);
+        self.log_refusal(
+            who,
+            &format!("{MAX_CONNECTIONS} connections are open, the most one proxy serves"),
+        );
+    }
+
+    /// Logs a peer turned away, at most once per interval.
+    fn log_refusal(&self, who: &str, why: &str) {
         let mut last = self
             .last_refusal_log
             .lock()
@@ -213,6 +229,7 @@ impl Proxies {
                     profile: c.profile.clone(),
                     requests: n.requests.load(Ordering::Relaxed),
                     refused: n.refused.load(Ordering::Relaxed),
+                    turned_away: n.turned_away.load(Ordering::Relaxed),
                     errors: n.errors.load(Ordering::Relaxed),
                     refreshes: n.refreshes.load(Ordering::Relaxed),
                     connections: n.connections.load(Ordering::Relaxed),
@@ -332,7 +349,7 @@ async fn accept_loop(state: Arc<ProxyState>, bound: Bound) {
                     // at capacity a new connection is closed at once, so a
                     // flood never fills the kernel's queue for good
                     let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                        state.refused(&peer.to_string(), "too many connections");
+                        state.turned_away(&peer.to_string());
                         continue;
                     };
                     let local = stream.local_addr().ok();
@@ -356,7 +373,7 @@ async fn accept_loop(state: Arc<ProxyState>, bound: Bound) {
             Bound::Unix(l, _) => match l.accept().await {
                 Ok((stream, _)) => {
                     let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                        state.refused("a Unix socket peer", "too many connections");
+                        state.turned_away("a Unix socket peer");
                         continue;
                     };
                     tokio::spawn(async move {
