@@ -7,7 +7,8 @@
 #   scripts/proxy-bench.sh                 # 5 rounds of 5 s, 16 connections
 #   BENCH_ROUNDS=3 BENCH_SECONDS=3 scripts/proxy-bench.sh
 #
-# Needs: jq. Figures go to docs/BENCHMARKS.md ("Local API proxy").
+# Needs: jq; nginx, when installed, is run as an outside reference (one
+# worker, keep-alive upstream, a fixed Authorization). Figures go to docs/BENCHMARKS.md ("Local API proxy").
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,6 +43,58 @@ RELAY_PID=$!
 for _ in $(seq 100); do [[ -s $WORK/relay.out ]] && break; sleep 0.05; done
 RELAY=$(jq -r .url "$WORK/relay.out")
 
+# an outside reference, when nginx is installed (BENCH_NGINX=0 skips it):
+# one worker, as the daemon's proxy runs on one thread, with keep-alive to
+# the upstream, a fixed Authorization added, and bodies streamed through
+# memory buffers
+NGINX=""
+if [[ ${BENCH_NGINX:-1} != 0 ]] && NGINX_BIN=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null); then
+    NGINX_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$WORK/nginx"
+    cat >"$WORK/nginx/nginx.conf" <<NGINX
+$([[ $(id -u) == 0 ]] && echo "user root;")
+worker_processes 1;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    # the load generator keeps its connections for the whole run
+    keepalive_requests 100000000;
+    keepalive_timeout 300s;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    upstream api { server ${UP#http://}; keepalive 64; keepalive_requests 100000000; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location / {
+            proxy_pass http://api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer fixed-token-of-the-benchmark";
+            # streamed through memory buffers, never spooled to disk
+            proxy_buffers 16 64k;
+            proxy_max_temp_file_size 0;
+            proxy_request_buffering off;
+        }
+    }
+}
+NGINX
+    "$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
+    PIDS+=($!)
+    NGINX_MASTER=$!
+    for _ in $(seq 100); do
+        curl -fsS -o /dev/null "http://127.0.0.1:$NGINX_PORT/small" 2>/dev/null && break
+        sleep 0.05
+    done
+    NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -n 1)
+    NGINX=http://127.0.0.1:$NGINX_PORT
+    echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*version: //'), worker $NGINX_WORKER, at $NGINX"
+fi
+
 mkdir -m 700 "$WORK/run"
 cat >"$WORK/config.toml" <<TOML
 [[proxy]]
@@ -70,18 +123,23 @@ for _ in $(seq "$ROUNDS"); do
     run direct-small "$UP/small" "$CONNS"
     run relay-small "$RELAY/small" "$CONNS" "$RELAY_PID"
     run proxy-small "$PROXY/small" "$CONNS" "$DAEMON_PID"
+    [[ -n $NGINX ]] && run nginx-small "$NGINX/small" "$CONNS" "$NGINX_WORKER"
     run direct-api "$UP/small?ms=20" "$CONNS"
     run proxy-api "$PROXY/small?ms=20" "$CONNS"
+    [[ -n $NGINX ]] && run nginx-api "$NGINX/small?ms=20" "$CONNS"
     run direct-large "$UP/bytes/$BIG" 1
     run relay-large "$RELAY/bytes/$BIG" 1 "$RELAY_PID"
     run proxy-large "$PROXY/bytes/$BIG" 1 "$DAEMON_PID"
+    [[ -n $NGINX ]] && run nginx-large "$NGINX/bytes/$BIG" 1 "$NGINX_WORKER"
 done
 median() { # label field
     jq -s --arg l "$1" --arg f "$2" \
         '[.[] | select(.label == $l) | .[$f]] | sort | .[(length - 1) / 2 | floor]' "$WORK/runs.jsonl"
 }
 printf '\n| run | req/s | p50 µs | p99 µs | MiB/s | forwarder CPU µs/req |\n|---|---|---|---|---|---|\n'
-for l in direct-small relay-small proxy-small direct-api proxy-api direct-large relay-large proxy-large; do
+labels=(direct-small relay-small proxy-small direct-api proxy-api direct-large relay-large proxy-large)
+[[ -n $NGINX ]] && labels+=(nginx-small nginx-api nginx-large)
+for l in "${labels[@]}"; do
     printf '| %s | %.0f | %.0f | %.0f | %.0f | %s |\n' "$l" "$(median "$l" rps)" "$(median "$l" p50_us)" \
         "$(median "$l" p99_us)" "$(median "$l" mib_per_s)" "$(median "$l" cpu_us_per_req | jq 'if . == null then "—" else (. * 10 | round / 10) end' -r)"
 done
@@ -93,4 +151,10 @@ echo "proxy/bare forwarder, small responses: req/s $(ratio "$(median proxy-small
 echo "bare forwarder/direct, small responses: req/s $(ratio "$(median relay-small rps)" "$(median direct-small rps)")× (the ceiling of any proxy here)"
 echo "proxy/bare forwarder, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median relay-large mib_per_s)")×"
 echo "proxy/direct, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median direct-large mib_per_s)")×"
+if [[ -n $NGINX ]]; then
+    echo "proxy/nginx, small responses: req/s $(ratio "$(median proxy-small rps)" "$(median nginx-small rps)")×, p99 $(ratio "$(median proxy-small p99_us)" "$(median nginx-small p99_us)")×"
+    echo "nginx/direct, small responses: req/s $(ratio "$(median nginx-small rps)" "$(median direct-small rps)")×"
+    echo "proxy/nginx, responses after 20 ms: req/s $(ratio "$(median proxy-api rps)" "$(median nginx-api rps)")×, p99 $(ratio "$(median proxy-api p99_us)" "$(median nginx-api p99_us)")×"
+    echo "proxy/nginx, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median nginx-large mib_per_s)")×"
+fi
 echo "daemon RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' "/proc/$DAEMON_PID/status")"
