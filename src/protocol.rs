@@ -71,6 +71,10 @@ pub enum Request {
     Status {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         profile: Option<String>,
+        /// Only the profiles whose names sort after this one: the next page
+        /// when a reply had `next_after` (it would not fit one line).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<String>,
     },
     /// Load a profile and its secret at runtime, held in memory only.
     Add {
@@ -278,6 +282,10 @@ pub struct StatusReply {
     /// The local API proxies (`[[proxy]]`), if any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxies: Vec<ProxyStatus>,
+    /// Set when `profiles` stops short to keep the reply within [`MAX_LINE`]:
+    /// the last name listed, to send as `after` for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 /// `s` with control characters (newlines, escape sequences) written as

@@ -98,6 +98,73 @@ fn status_shows_a_table_and_json() {
 }
 
 #[test]
+fn status_of_a_thousand_profiles_comes_in_pages_and_ce_auth_joins_them() {
+    use ce_auth::daemon::engine::MAX_PROFILES;
+    use ce_auth::protocol::MAX_LINE;
+    let mut w = World::new();
+    let secret = w.home.path().join("dev.secret");
+    let mut text = std::fs::read_to_string(&w.config).unwrap();
+    let mut names = vec!["dev".to_string()];
+    for i in 0..MAX_PROFILES - 1 {
+        let name = format!("team-project-{i:04}");
+        text.push_str(&format!(
+            "\n[profiles.{name}]\ntoken_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n\
+             auth_method = \"client_secret_jwt\"\nclient_secret_file = \"{}\"\n",
+            w.issuer.token_url(),
+            secret.display()
+        ));
+        names.push(name);
+    }
+    names.sort();
+    std::fs::write(&w.config, text).unwrap();
+    w.start_daemon();
+
+    // on the socket each reply fits one line; `after` walks the rest
+    let mut c = crate::util::line::LineClient::connect(&w.socket);
+    let mut seen: Vec<String> = Vec::new();
+    let mut req = serde_json::json!({"op": "status"});
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        assert!(pages <= 100, "status pages never end");
+        let r = c.call(&req);
+        assert_eq!(r["ok"], true, "{r}");
+        let len = serde_json::to_string(&r).unwrap().len() + 1;
+        assert!(len <= MAX_LINE, "a status line of {len} bytes");
+        seen.extend(
+            r["profiles"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string()),
+        );
+        match r["next_after"].as_str() {
+            Some(after) => {
+                assert_eq!(Some(after), seen.last().map(String::as_str), "{r}");
+                req = serde_json::json!({"op": "status", "after": after});
+            }
+            None => break,
+        }
+    }
+    assert!(pages > 1, "{MAX_PROFILES} profiles fit one line?");
+    assert_eq!(seen, names, "every profile once, in order");
+
+    // ce-auth status asks for every page and shows them as one
+    let status: StatusReply =
+        serde_json::from_str(&w.ok(&["status", "--json"])).expect("status --json");
+    let listed: Vec<&str> = status.profiles.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(listed, names, "status --json");
+    assert_eq!(status.next_after, None);
+    let table = w.ok(&["status"]);
+    for n in [&names[0], &names[500], &names[MAX_PROFILES - 1]] {
+        assert!(
+            table.lines().any(|l| l.contains(n.as_str())),
+            "{n} in\n{table}"
+        );
+    }
+}
+
+#[test]
 fn add_from_stdin_then_token_then_remove() {
     let w = World::started();
     let token_url = w.issuer.token_url();

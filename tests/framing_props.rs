@@ -93,7 +93,8 @@ fn request() -> impl Strategy<Value = Request> {
                 min_ttl,
                 wait
             }),
-        proptest::option::of(text()).prop_map(|profile| Request::Status { profile }),
+        (proptest::option::of(text()), proptest::option::of(text()))
+            .prop_map(|(profile, after)| Request::Status { profile, after }),
         text().prop_map(|profile| Request::Remove { profile }),
         (
             proptest::option::of(text()),

@@ -253,3 +253,45 @@ def test_token_ahead_survives_a_daemon_restart(home, issuer, monkeypatch):
             second.kill()
     finally:
         first.kill()
+
+
+def test_status_of_a_thousand_profiles_is_joined_from_its_pages(start_daemon, issuer, home):
+    """More profiles than fit one 64 KiB reply line: the daemon answers in
+    pages (``next_after``) and both clients ask for each and join them."""
+    import asyncio
+
+    from support import CLIENT_ID, private_file, profile_toml
+
+    secret = private_file(home.path / "many.secret", "unused")
+    names = ["p%04d" % i for i in range(997)]
+    d = start_daemon(issuer, extra="".join(profile_toml(n, issuer.token_url, CLIENT_ID, secret) for n in names))
+    first = raw_request(d.socket, {"op": "status"})
+    assert first["ok"] and first["next_after"] == first["profiles"][-1]["name"], sorted(first)
+    expected = sorted(names + ["dev", "bad", "down"])
+    with ce_auth.Client(d.socket) as c:
+        st = c.status()
+    assert [p["name"] for p in st["profiles"]] == expected
+    assert "next_after" not in st
+
+    async def via_async():
+        async with ce_auth.AsyncClient(d.socket) as c:
+            return await c.status()
+
+    assert [p["name"] for p in asyncio.run(via_async())["profiles"]] == expected
+
+
+def test_status_pages_that_do_not_move_on_are_refused():
+    from ce_auth._protocol import join_status_page
+
+    reply = {"profiles": [{"name": "a"}], "next_after": "a"}
+    for page in (
+        {"profiles": [{"name": "a"}]},
+        {"profiles": [], "next_after": "b"},
+        {"profiles": [{"name": "b"}], "next_after": "a"},
+        {"profiles": "b"},
+    ):
+        with pytest.raises(ce_auth.ProtocolError, match="do not move on"):
+            join_status_page(dict(reply, profiles=list(reply["profiles"])), page, "a")
+    ok = {"profiles": [{"name": "a"}]}
+    join_status_page(ok, {"profiles": [{"name": "b"}], "next_after": "b"}, "a")
+    assert ok == {"profiles": [{"name": "a"}, {"name": "b"}], "next_after": "b"}

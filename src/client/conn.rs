@@ -339,11 +339,32 @@ impl Client {
         checked(reply)
     }
 
-    /// Daemon and profile state.
+    /// Daemon and profile state: every profile, in as many requests as the
+    /// daemon needs to fit each reply in one line (`next_after`).
     pub fn status(&mut self, profile: Option<&str>) -> Result<StatusReply, ClientError> {
-        self.request(&Request::Status {
+        let mut all: StatusReply = self.request(&Request::Status {
             profile: profile.map(str::to_string),
-        })
+            after: None,
+        })?;
+        while let Some(after) = all.next_after.take() {
+            let page: StatusReply = self.request(&Request::Status {
+                profile: None,
+                after: Some(after.clone()),
+            })?;
+            // each page must move on, or a confused daemon would loop us forever
+            if page.profiles.first().is_some_and(|p| p.name <= after)
+                || page.next_after.as_ref().is_some_and(|n| *n <= after)
+                || (page.profiles.is_empty() && page.next_after.is_some())
+            {
+                return Err(ClientError::Protocol(
+                    "the daemon's status pages do not move on".into(),
+                ));
+            }
+            all.profiles.extend(page.profiles);
+            all.proxies = page.proxies;
+            all.next_after = page.next_after;
+        }
+        Ok(all)
     }
 
     /// Loads a profile and its secret into the daemon (memory only).

@@ -120,8 +120,11 @@ pub fn answer_now(shared: &Shared, line: &[u8], out: &mut Vec<u8>, role: Role) -
             respond(out, hello(version, client.as_deref()));
             None
         }
-        Ok(Request::Status { profile }) => {
-            respond(out, status(shared, profile.as_deref()));
+        Ok(Request::Status { profile, after }) => {
+            respond(
+                out,
+                status(shared, profile.as_deref(), after.as_deref()).map(fit_one_line),
+            );
             None
         }
         Ok(req) => Some(req),
@@ -164,7 +167,10 @@ pub async fn handle(shared: &Shared, req: Request, out: &mut Vec<u8>) {
             min_ttl,
             wait,
         } => respond(out, token(shared, profile.as_deref(), min_ttl, wait).await),
-        Request::Status { profile } => respond(out, status(shared, profile.as_deref())),
+        Request::Status { profile, after } => respond(
+            out,
+            status(shared, profile.as_deref(), after.as_deref()).map(fit_one_line),
+        ),
         Request::Add {
             profile,
             settings,
@@ -223,10 +229,19 @@ pub async fn token(
     Ok(shared.engine.token_within(profile, min_ttl, wait).await?)
 }
 
-/// `status`: daemon information and the state of one or every profile.
-pub fn status(shared: &Shared, profile: Option<&str>) -> Result<StatusReply, WireError> {
-    let profiles = shared.engine.status(profile)?;
-    Ok(StatusReply {
+/// `status`: daemon information and the state of one or every profile (of
+/// those after `after`). On the socket the reply goes through
+/// [`fit_one_line`].
+pub fn status(
+    shared: &Shared,
+    profile: Option<&str>,
+    after: Option<&str>,
+) -> Result<StatusReply, WireError> {
+    let mut profiles = shared.engine.status(profile)?;
+    if let Some(after) = after {
+        profiles.retain(|p| p.name.as_str() > after);
+    }
+    let reply = StatusReply {
         version: PROTOCOL_VERSION,
         daemon: daemon_name(),
         pid: std::process::id(),
@@ -236,7 +251,42 @@ pub fn status(shared: &Shared, profile: Option<&str>) -> Result<StatusReply, Wir
         default_profile: shared.engine.default_profile(),
         profiles,
         proxies: shared.proxies.status(),
-    })
+        next_after: None,
+    };
+    Ok(reply)
+}
+
+/// `reply` with as many of its profiles as keep its line within
+/// [`protocol::MAX_LINE`] (1,000 profiles take several times that), and
+/// `next_after` naming the last one kept when some were left out.
+pub fn fit_one_line(mut reply: StatusReply) -> StatusReply {
+    let line_len = |r: &StatusReply| {
+        let mut v = Vec::new();
+        protocol::write_ok(&mut v, r);
+        v.len()
+    };
+    if line_len(&reply) <= protocol::MAX_LINE {
+        return reply;
+    }
+    let rest = std::mem::take(&mut reply.profiles);
+    // room for `,"next_after":"NAME"`, however the name is escaped
+    let longest = rest.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    let mut used = line_len(&reply) + 16 + 6 * longest;
+    let mut keep = 0;
+    for p in &rest {
+        // the entry and its comma
+        let n = serde_json::to_vec(p).map_or(usize::MAX, |v| v.len()) + 1;
+        if used.saturating_add(n) > protocol::MAX_LINE {
+            break;
+        }
+        used += n;
+        keep += 1;
+    }
+    let keep = keep.max(1);
+    reply.profiles = rest;
+    reply.profiles.truncate(keep);
+    reply.next_after = reply.profiles.last().map(|p| p.name.clone());
+    reply
 }
 
 /// `add`: validates the settings and loads the profile.

@@ -21,6 +21,7 @@ from ._protocol import (
     MAX_LINE,
     Token,
     encode,
+    join_status_page,
     parse_hello,
     parse_reply,
     parse_token_line,
@@ -171,7 +172,12 @@ class AsyncClient:
         req: Dict[str, Any] = {"op": "status"}
         if profile is not None:
             req["profile"] = profile
-        return parse_reply(await self._call(req, retry=True, autostart=False), "status")
+        reply = parse_reply(await self._call(req, retry=True, autostart=False), "status")
+        while reply.get("next_after") is not None:
+            after = reply.pop("next_after")
+            page = parse_reply(await self._call({"op": "status", "after": after}, retry=True, autostart=False), "status")
+            join_status_page(reply, page, after)
+        return reply
 
     async def whoami(self, profile: Optional[str] = None) -> Dict[str, Any]:
         """As :meth:`ce_auth.Client.whoami`."""

@@ -25,6 +25,7 @@ from ._protocol import (
     Token,
     encode,
     hello_request,
+    join_status_page,
     parse_hello,
     parse_reply,
     parse_token_line,
@@ -250,11 +251,20 @@ class Client:
         return parse_token_line(line, "refresh")
 
     def status(self, profile: Optional[str] = None) -> Dict[str, Any]:
-        """The daemon's ``status`` reply (a dict). Never starts a daemon."""
+        """The daemon's ``status`` reply (a dict), with every profile: a
+        daemon with more than fit one reply line is asked for each page
+        (``next_after``). Never starts a daemon."""
         req: Dict[str, Any] = {"op": "status"}
         if profile is not None:
             req["profile"] = profile
-        return parse_reply(self._call(encode(req), "status", self._timeout, retry=True, autostart=False), "status")
+        reply = parse_reply(self._call(encode(req), "status", self._timeout, retry=True, autostart=False), "status")
+        while reply.get("next_after") is not None:
+            page_req = {"op": "status", "after": reply.pop("next_after")}
+            page = parse_reply(
+                self._call(encode(page_req), "status", self._timeout, retry=True, autostart=False), "status"
+            )
+            join_status_page(reply, page, page_req["after"])
+        return reply
 
     def whoami(self, profile: Optional[str] = None) -> Dict[str, Any]:
         """The issuer's ``users/me`` for a profile's token (the ``whoami`` reply)."""

@@ -35,6 +35,7 @@ __all__ = [
     "token_request",
     "reply_timeout",
     "parse_reply",
+    "join_status_page",
     "parse_token",
     "parse_token_line",
     "parse_hello",
@@ -208,6 +209,27 @@ def parse_reply(line: bytes, op: str) -> Dict[str, Any]:
     if not reply["ok"]:
         raise error_from_reply(reply.get("error"))
     return reply
+
+
+def join_status_page(reply: Dict[str, Any], page: Dict[str, Any], after: str) -> None:
+    """Adds the profiles of a ``status`` page (asked for with ``after``) to
+    ``reply``; the next page's ``next_after`` moves along with them. A page
+    that does not move past ``after`` is a :class:`ProtocolError`, so a
+    confused daemon cannot keep the caller asking forever."""
+    profiles = page.get("profiles")
+    nxt = page.get("next_after")
+    if (
+        not isinstance(profiles, list)
+        or not isinstance(reply.get("profiles"), list)
+        or (nxt is not None and (not isinstance(nxt, str) or nxt <= after or not profiles))
+        or any(not isinstance(p, dict) or not isinstance(p.get("name"), str) or p["name"] <= after for p in profiles)
+    ):
+        raise ProtocolError("ce-authd sent an invalid reply: the daemon's status pages do not move on")
+    reply["profiles"].extend(profiles)
+    if "proxies" in page:
+        reply["proxies"] = page["proxies"]
+    if nxt is not None:
+        reply["next_after"] = nxt
 
 
 def _shape_error(op: str) -> ProtocolError:

@@ -180,6 +180,7 @@ mod tests {
             default_profile: Some("dev".into()),
             profiles: vec![a, b],
             proxies: vec![],
+            next_after: None,
         };
         let t = status_table(&status, now);
         let lines: Vec<&str> = t.lines().collect();
@@ -227,6 +228,7 @@ mod tests {
                 refreshes: 0,
                 connections: 0,
             }],
+            next_after: None,
         };
         let t = status_table(&status, 0);
         assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
@@ -245,6 +247,7 @@ mod tests {
             default_profile: None,
             profiles: vec![],
             proxies: vec![],
+            next_after: None,
         };
         let t = status_table(&status, 0);
         assert!(t.contains("ce-auth add"), "{t}");

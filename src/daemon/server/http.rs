@@ -117,7 +117,7 @@ async fn route(shared: &Shared, method: &str, target: &str) -> (u16, Vec<u8>) {
             }
             reply::<TokenReply>(ops::token(shared, profile.as_deref(), min_ttl, wait).await)
         }
-        "/v1/status" => reply::<StatusReply>(ops::status(shared, None)),
+        "/v1/status" => reply::<StatusReply>(ops::status(shared, None, None)),
         _ => error(
             404,
             ErrorCode::BadRequest,
