@@ -243,6 +243,14 @@ fn bad_usage_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     let out = authd(&home).arg("--no-such-flag").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // a word that is not a level is refused, not taken as a module's name
+    // (which would log nothing)
+    for bad in ["verbose", "ce_auth=loud"] {
+        let out = authd(&home).args(["--log-level", bad]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(stderr.contains("debug") && stderr.contains(bad), "{stderr}");
+    }
 }
 
 /// Receives notifications like systemd does: one datagram per `sd_notify` call.

@@ -46,8 +46,8 @@ struct Cli {
     #[command(flatten)]
     daemon: DaemonArgs,
     /// Log level (error, warn, info, debug, trace or a RUST_LOG filter); overrides RUST_LOG.
-    #[arg(long, value_name = "LEVEL", global = true)]
-    log_level: Option<String>,
+    #[arg(long, value_name = "LEVEL", global = true, value_parser = log_filter)]
+    log_level: Option<tracing_subscriber::filter::Targets>,
 }
 
 #[derive(Args)]
@@ -82,10 +82,7 @@ fn main() -> ExitCode {
     // before anything reads a secret: no core files, no ptrace by other processes
     let hardening = ce_auth::daemon::hardening::harden();
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.log_level.as_deref()) {
-        eprintln!("ce-authd: {e:#}");
-        return ExitCode::from(exit::USAGE);
-    }
+    init_logging(cli.log_level.clone());
     for w in hardening.warnings() {
         tracing::warn!("{w}");
     }
@@ -132,21 +129,20 @@ fn run_issuer(args: ce_auth_issuer::cli::IssuerArgs) -> anyhow::Result<()> {
 /// Logs to stderr: readable in a terminal; when stderr is the journal, no
 /// timestamps or colours (the journal adds its own) and a `<N>` syslog priority
 /// prefix per line, so `journalctl -p warning` works.
-fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
+fn init_logging(level: Option<tracing_subscriber::filter::Targets>) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    // `Targets` takes `level` and `target=level,...` (what RUST_LOG holds in
-    // practice) without a regex engine, which EnvFilter would keep resident
+    let info = || Targets::new().with_default(tracing::Level::INFO);
     let filter: Targets = match level {
-        Some(l) => l.parse().with_context(|| {
-            format!("invalid --log-level {l:?} (a level such as debug, or e.g. ce_auth=debug,warn)")
-        })?,
-        None => std::env::var("RUST_LOG")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO)),
+        Some(t) => t,
+        None => match std::env::var("RUST_LOG") {
+            Ok(v) if !v.trim().is_empty() => log_filter(&v).unwrap_or_else(|e| {
+                eprintln!("ce-authd: RUST_LOG ignored, logging at info: {e}");
+                info()
+            }),
+            _ => info(),
+        },
     };
     let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -171,7 +167,25 @@ fn init_logging(level: Option<&str>) -> anyhow::Result<()> {
             .with(layer.with_ansi(std::io::stderr().is_terminal()))
             .try_init()
     };
-    Ok(())
+}
+
+/// A log filter: `level` or `target=level,...` (what RUST_LOG holds in
+/// practice), parsed by tracing-subscriber's `Targets`, which needs no regex
+/// engine (EnvFilter's would stay resident). A bare word must be a level:
+/// `Targets` would take `verbose` as a target's name and log nothing.
+fn log_filter(spec: &str) -> Result<tracing_subscriber::filter::Targets, String> {
+    use tracing_subscriber::filter::LevelFilter;
+    for d in spec.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !d.contains('=') && d.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "{d:?} is not a level: use off, error, warn, info, debug or trace, \
+                 or TARGET=LEVEL for one module (e.g. ce_auth=debug,warn)"
+            ));
+        }
+    }
+    spec.parse().map_err(|e| {
+        format!("{spec:?} is not a log filter ({e}); e.g. debug, or ce_auth=debug,warn")
+    })
 }
 
 mod journal {
