@@ -364,6 +364,39 @@ mod tests {
     }
 
     #[test]
+    fn no_proxy_cidr_ranges_and_suffixes_decide_the_api_route() {
+        // no connection: an address inside the range would leave the machine
+        let rule = proxy_from(&env(&[
+            ("HTTPS_PROXY", "http://p.example.test:3128"),
+            ("NO_PROXY", "10.0.0.0/8, .corp.test, 2001:db8::/32"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let m = rule.matcher();
+        let proxied = |u: &str| m.intercept(&u.parse().unwrap()).is_some();
+        for direct in [
+            "https://10.1.2.3/",
+            "https://10.255.0.1:8443/x",
+            "https://api.corp.test/",
+            "https://[2001:db8::7]/",
+            "https://127.0.0.1:9/",
+            "https://[::1]:9/",
+            "https://localhost/",
+        ] {
+            assert!(!proxied(direct), "{direct} should go direct");
+        }
+        for via in [
+            "https://11.0.0.1/",
+            "https://192.0.2.7/",
+            "https://api.climateengine.org/",
+            "https://corp.test.evil.example/",
+            "https://[2001:db9::1]/",
+        ] {
+            assert!(proxied(via), "{via} should go through the proxy");
+        }
+    }
+
+    #[test]
     fn a_bad_proxy_url_is_named_without_its_value() {
         let e = proxy_from(&env(&[("HTTPS_PROXY", "http://u:hunter2@[bad")])).unwrap_err();
         assert!(e.message.contains("HTTPS_PROXY"), "{}", e.message);
