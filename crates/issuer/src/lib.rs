@@ -33,7 +33,9 @@ use tokio::task::JoinHandle;
 
 use secrecy::SecretString as Secret;
 use state::{Shared, TOKEN_PATH, lock};
-pub use store::{MAX_JTIS_PER_CLIENT, generate_client_id, generate_client_secret};
+pub use store::{
+    MAX_CLIENTS_PER_USER, MAX_JTIS_PER_CLIENT, generate_client_id, generate_client_secret,
+};
 
 /// E-mail of the built-in user that owns pre-seeded clients when no user is configured.
 /// It cannot log in with the password grant.

@@ -374,7 +374,17 @@ async fn create_client(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Resp
     let Some(user_id) = bearer_user(&s, &headers).await else {
         return unauthorized();
     };
-    let (client_id, secret) = lock(&s.store).create_client(user_id);
+    let Some((client_id, secret)) = lock(&s.store).create_client(user_id) else {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({"detail": format!(
+                "this user has {} API clients, the most the emulated issuer keeps; \
+                 use one of them, or restart the issuer",
+                crate::MAX_CLIENTS_PER_USER
+            )})),
+        )
+            .into_response();
+    };
     tracing::info!(%client_id, %user_id, "client created");
     let mut response = (
         StatusCode::CREATED,

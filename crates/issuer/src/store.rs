@@ -16,6 +16,10 @@ use secrecy::{ExposeSecret, SecretString as Secret};
 /// 3.6 s.
 pub const MAX_JTIS_PER_CLIENT: usize = 1_000;
 
+/// At most this many API clients per user (revoked ones count: they are
+/// kept), so a token holder cannot grow the issuer's memory without bound.
+pub const MAX_CLIENTS_PER_USER: usize = 1_000;
+
 /// Longest `jti` accepted, so the memory above stays bounded.
 pub(crate) const MAX_JTI_LEN: usize = 256;
 
@@ -99,12 +103,21 @@ impl Store {
         );
     }
 
-    /// Creates a client for `user_id`; returns its id and secret (shown once).
-    pub fn create_client(&mut self, user_id: Uuid) -> (String, Secret) {
+    /// Creates a client for `user_id`; returns its id and secret (shown
+    /// once), or `None` when the user has [`MAX_CLIENTS_PER_USER`] already.
+    pub fn create_client(&mut self, user_id: Uuid) -> Option<(String, Secret)> {
+        let owned = self
+            .clients
+            .values()
+            .filter(|c| c.user_id == user_id)
+            .count();
+        if owned >= MAX_CLIENTS_PER_USER {
+            return None;
+        }
         let id = generate_client_id();
         let secret = generate_client_secret();
         self.add_client(&id, Secret::from(secret.clone()), user_id);
-        (id, Secret::from(secret))
+        Some((id, Secret::from(secret)))
     }
 
     /// The client with this id, unless revoked.
@@ -265,10 +278,27 @@ mod tests {
     }
 
     #[test]
+    fn each_user_has_at_most_max_clients() {
+        let mut store = Store::default();
+        let one = store.add_user("one@example.com", None);
+        let two = store.add_user("two@example.com", None);
+        for _ in 0..MAX_CLIENTS_PER_USER {
+            assert!(store.create_client(one).is_some());
+        }
+        assert!(store.create_client(one).is_none());
+        // revoking does not make room (the client is kept); others are unaffected
+        let first = store.client_ids()[0].clone();
+        store.revoke(&first);
+        assert!(store.create_client(one).is_none());
+        assert!(store.create_client(two).is_some());
+        assert_eq!(store.client_ids().len(), MAX_CLIENTS_PER_USER + 1);
+    }
+
+    #[test]
     fn revoked_clients_are_not_active() {
         let mut store = Store::default();
         let user = store.add_user("u@example.com", None);
-        let (id, _secret) = store.create_client(user);
+        let (id, _secret) = store.create_client(user).unwrap();
         assert!(store.active_client(&id).is_some());
         assert!(store.revoke(&id));
         assert!(store.active_client(&id).is_none());
