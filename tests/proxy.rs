@@ -529,6 +529,85 @@ fn other_uids_are_refused_on_tcp_and_on_a_unix_socket() {
 }
 
 #[test]
+fn a_request_from_another_uid_that_hangs_up_at_once_is_not_forwarded() {
+    // A client that sends a whole request and closes its socket leaves, by
+    // the time the daemon looks the connection up, a socket that no process
+    // holds: in the kernel's table it has no inode and, once time-wait,
+    // reads as uid 0. For a daemon running as root, uid 0 must not pass for
+    // its own user, or another user's request would go out with root's
+    // token. (hyper happens to drop a request whose connection has ended
+    // before it is served; the owner check must not lean on that.)
+    let Some((uid, gid)) = other_uid() else {
+        return;
+    };
+    let w = ProxyWorld::start(900, false, "");
+    let addr = w.url.trim_start_matches("http://").to_string();
+    const N: usize = 10;
+    // with the daemon stopped, the kernel completes each connection into the
+    // listen queue; bash (its /dev/tcp) sends a request on it and closes it.
+    // The daemon, resumed, accepts connections whose clients are gone.
+    let pid = w.d.pid();
+    let signal = |sig: &str| {
+        let st = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig}");
+    };
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = format!(
+        "for i in $(seq {N}); do \
+           exec 3<>/dev/tcp/{host}/{port} || exit 1; \
+           printf 'POST /echo/hung-up-%s HTTP/1.1\\r\\nHost: x\\r\\nContent-Length: 0\\r\\n\\r\\n' $i >&3; \
+           exec 3>&-; \
+         done"
+    );
+    signal("-STOP");
+    let out = as_user(uid, gid, "bash")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        signal("-CONT");
+        panic!("bash as uid {uid}: {}", stderr(&out));
+    }
+    // each client's socket is now a time-wait entry, held by no process
+    let remote = format!(":{:04X}", port.parse::<u16>().unwrap());
+    Deadline::standard().wait_for("the clients' sockets to be closed", || {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let closed = table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|f| f.len() > 9 && f[2].ends_with(&remote) && f[7] == "0" && f[9] == "0")
+            .count();
+        (closed >= N).then_some(())
+    });
+    signal("-CONT");
+    let forwarded = || {
+        w.upstream
+            .seen()
+            .iter()
+            .filter(|s| s.path.contains("hung-up"))
+            .count() as u64
+    };
+    // each is refused: the owner of a closed socket is no one's
+    let st = Deadline::standard().wait_for("the hung-up connections refused", || {
+        let st = w.status()[0].clone();
+        (st["refused"].as_u64().unwrap() >= N as u64).then_some(st)
+    });
+    assert_eq!(forwarded(), 0, "requests of uid {uid} reached the API");
+    assert_eq!(
+        st["requests"], 0,
+        "requests of uid {uid} taken as the owner's: {st}"
+    );
+    let log = w.d.stderr();
+    assert!(log.contains("is closed (no process holds it)"), "{log}");
+    // and the daemon's own user is served as before
+    assert_eq!(curl(&[&format!("{}/echo/mine", w.url)]).0, 200);
+}
+
+#[test]
 fn hostile_clients_do_not_stall_token_service() {
     // its own process: it raises the open-file limit and holds thousands of
     // descriptors, which the other tests must not run short of

@@ -13,6 +13,11 @@ use std::net::SocketAddr;
 /// client's socket is in this network namespace's table, with
 /// `local_address == peer` and `remote_address == local`.
 ///
+/// Only a socket some process still holds has an owner: once the client has
+/// closed it, its entry has no inode and, as a time-wait entry, reads as
+/// uid 0, which for a daemon running as root would pass for its own user.
+/// Such a connection is refused (its client could not read the answer).
+///
 /// Reading the table costs time in proportion to the sockets on the
 /// machine, so one read serves every lookup it can: lookups take turns (at
 /// most one read at a time, so a flood of connections costs at most one
@@ -30,16 +35,35 @@ pub(super) fn tcp_peer_uid(
     let v4 = peer.is_ipv4();
     let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(s) = last.as_ref().filter(|s| s.v4 == v4 && s.taken >= accepted) {
-        return s
-            .owners
-            .get(&key)
-            .copied()
-            .ok_or_else(|| format!("no socket {peer} -> {local} in the kernel's TCP table"));
+        return owner(s.owners.get(&key).copied(), peer, local);
     }
     let snapshot = Snapshot::read(v4)?;
     let found = snapshot.owners.get(&key).copied();
     *last = Some(snapshot);
-    found.ok_or_else(|| format!("no socket {peer} -> {local} in the kernel's TCP table"))
+    owner(found, peer, local)
+}
+
+/// The uid of a found entry, if a process holds its socket.
+#[cfg(target_os = "linux")]
+fn owner(found: Option<Owner>, peer: SocketAddr, local: SocketAddr) -> Result<u32, String> {
+    match found {
+        Some(Owner { uid, held: true }) => Ok(uid),
+        Some(Owner { held: false, .. }) => Err(format!(
+            "the client's socket {peer} -> {local} is closed (no process holds it)"
+        )),
+        None => Err(format!(
+            "no socket {peer} -> {local} in the kernel's TCP table"
+        )),
+    }
+}
+
+/// Who owns one socket of the table.
+#[cfg(target_os = "linux")]
+#[derive(Clone, Copy)]
+struct Owner {
+    uid: u32,
+    /// Whether a process holds the socket (its entry has an inode).
+    held: bool,
 }
 
 /// The owners of this machine's TCP sockets of one family, by (local,
@@ -48,7 +72,7 @@ pub(super) fn tcp_peer_uid(
 struct Snapshot {
     taken: std::time::Instant,
     v4: bool,
-    owners: std::collections::HashMap<(SocketAddr, SocketAddr), u32>,
+    owners: std::collections::HashMap<(SocketAddr, SocketAddr), Owner>,
 }
 
 #[cfg(target_os = "linux")]
@@ -64,7 +88,13 @@ impl Snapshot {
         .map_err(|e| format!("cannot read the kernel's TCP table: {e}"))?;
         let owners = table
             .into_iter()
-            .map(|e| ((canon(e.local_address), canon(e.remote_address)), e.uid))
+            .map(|e| {
+                let owner = Owner {
+                    uid: e.uid,
+                    held: e.inode != 0,
+                };
+                ((canon(e.local_address), canon(e.remote_address)), owner)
+            })
             .collect();
         Ok(Snapshot { taken, v4, owners })
     }
@@ -119,6 +149,21 @@ mod tests {
         // a connection that does not exist is not found
         let gone: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert!(tcp_peer_uid(gone, s.local_addr().unwrap(), at).is_err());
+        // once the client has closed its end, nobody owns it
+        let c3 = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s3, peer3) = l.accept().unwrap();
+        drop(c3);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let e = loop {
+            match tcp_peer_uid(peer3, s3.local_addr().unwrap(), std::time::Instant::now()) {
+                Err(e) => break e,
+                Ok(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Ok(uid) => panic!("a closed socket still owned by uid {uid}"),
+            }
+        };
+        assert!(e.contains("closed"), "{e}");
         // a connection made after the last table read is found by a new read
         let c2 = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s2, peer2) = l.accept().unwrap();
