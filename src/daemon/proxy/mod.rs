@@ -3,8 +3,9 @@
 //! and forwards the request to the API, streaming both bodies.
 //!
 //! Only the daemon's own user is served: on a Unix socket the peer's uid
-//! comes from SO_PEERCRED, on TCP from the kernel's socket table
-//! ([`peer`]); anyone else, or a peer whose owner cannot be found, gets 403.
+//! comes from SO_PEERCRED, on TCP from the kernel's socket table over
+//! sock_diag ([`peer`]); anyone else, or a peer whose owner cannot be found,
+//! gets 403.
 //! Requests are answered by hyper; upstream calls go through hyper-util's
 //! pooled client with the profile's roots and the daemon's proxy rules
 //! ([`forward`], [`crate::daemon::oauth::ApiClient`]).
@@ -352,18 +353,13 @@ async fn accept_loop(state: Arc<ProxyState>, bound: Bound) {
                         state.turned_away(&peer.to_string());
                         continue;
                     };
-                    let local = stream.local_addr().ok();
-                    let accepted = Instant::now();
+                    // two syscalls that never wait (sock_diag), so inline
+                    let who = match stream.local_addr() {
+                        Ok(local) => peer::tcp_peer_uid(peer, local),
+                        Err(e) => Err(format!("the connection has no local address: {e}")),
+                    };
                     tokio::spawn(async move {
                         let _permit = permit;
-                        let who = match local {
-                            Some(local) => tokio::task::spawn_blocking(move || {
-                                peer::tcp_peer_uid(peer, local, accepted)
-                            })
-                            .await
-                            .unwrap_or_else(|e| Err(e.to_string())),
-                            None => Err("the connection has no local address".into()),
-                        };
                         serve(state, TokioIo::new(stream), &peer.to_string(), who).await;
                     });
                 }
