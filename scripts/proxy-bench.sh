@@ -48,6 +48,22 @@ RELAY=$(jq -r .url "$WORK/relay.out")
 # the upstream, a fixed Authorization added, and bodies streamed through
 # memory buffers
 NGINX=""
+TLS=""
+if [[ ${BENCH_NGINX:-1} != 0 ]] && command -v openssl >/dev/null && command -v curl >/dev/null; then
+    # a private CA and a leaf for 127.0.0.1: nginx serves the upstream over
+    # https too, for the per-process calls below
+    mkdir -p "$WORK/tls"
+    (
+        cd "$WORK/tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+            -subj /CN=ce-auth-bench-ca -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj /CN=127.0.0.1 -keyout leaf.key -out leaf.csr 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >leaf.ext
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+            -extfile leaf.ext -out leaf.pem 2>/dev/null
+    ) && TLS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
 if [[ ${BENCH_NGINX:-1} != 0 ]] && NGINX_BIN=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null); then
     NGINX_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     mkdir -p "$WORK/nginx"
@@ -81,6 +97,19 @@ http {
             proxy_request_buffering off;
         }
     }
+$([[ -n ${TLS_PORT:-} ]] && cat <<TLSBLOCK
+    server {
+        listen 127.0.0.1:$TLS_PORT ssl;
+        ssl_certificate $WORK/tls/leaf.pem;
+        ssl_certificate_key $WORK/tls/leaf.key;
+        location / {
+            proxy_pass http://api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+TLSBLOCK
+)
 }
 NGINX
     "$NGINX_BIN" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
@@ -92,6 +121,9 @@ NGINX
     done
     NGINX_WORKER=$(pgrep -P "$NGINX_MASTER" | head -n 1)
     NGINX=http://127.0.0.1:$NGINX_PORT
+    if [[ -n ${TLS_PORT:-} ]] && curl -fsS -o /dev/null --cacert "$WORK/tls/ca.pem" "https://127.0.0.1:$TLS_PORT/small"; then
+        TLS=https://127.0.0.1:$TLS_PORT
+    fi
     echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*version: //'), worker $NGINX_WORKER, at $NGINX"
 fi
 
@@ -102,9 +134,18 @@ listen = "127.0.0.1:0"
 upstream = "$UP"
 profile = "dev"
 TOML
+if [[ -n $TLS ]]; then
+    cat >>"$WORK/config.toml" <<TOML
+
+[[proxy]]
+listen = "127.0.0.2:0"
+upstream = "$TLS"
+profile = "dev"
+TOML
+fi
 chmod 600 "$WORK/config.toml"
 SOCK=$WORK/run/agent.sock
-"$BIN/ce-authd" --dev --foreground --config "$WORK/config.toml" --socket "$SOCK" \
+env ${TLS:+SSL_CERT_FILE=$WORK/tls/ca.pem} "$BIN/ce-authd" --dev --foreground --config "$WORK/config.toml" --socket "$SOCK" \
     >"$WORK/daemon.out" 2>"$WORK/daemon.err" &
 PIDS+=($!)
 DAEMON_PID=$!
@@ -112,7 +153,8 @@ for _ in $(seq 200); do
     CE_AUTH_SOCK=$SOCK CE_AUTH_NO_AUTOSTART=1 "$BIN/ce-auth" status --json >"$WORK/status.json" 2>/dev/null && break
     sleep 0.05
 done
-PROXY=$(jq -r '.proxies[0].url' "$WORK/status.json")
+PROXY=$(jq -r '[.proxies[] | select(.upstream | startswith("http:"))][0].url' "$WORK/status.json")
+TLS_PROXY=$(jq -r '[.proxies[] | select(.upstream | startswith("https:"))][0].url // empty' "$WORK/status.json")
 echo "upstream $UP, proxy $PROXY, $CONNS connections, $ROUNDS rounds of $SECS s"
 
 run() { # label url conns [pid]
@@ -132,6 +174,37 @@ for _ in $(seq "$ROUNDS"); do
     run proxy-large "$PROXY/bytes/$BIG" 1 "$DAEMON_PID"
     [[ -n $NGINX ]] && run nginx-large "$NGINX/bytes/$BIG" 1 "$NGINX_WORKER"
 done
+# Per-process calls: what a script, GDAL or R does, one curl (a new
+# connection) per call, one at a time. Direct means https to the API with a
+# TLS handshake each time, with the token in hand or fetched by `ce-auth
+# token` for each call; through the proxy, plain http to it, which keeps its
+# TLS connections to the API.
+CALLS=${BENCH_CALLS:-200}
+calls() { # label cmd...: mean µs per call over CALLS calls, as a JSON line
+    local label=$1 t0 t1
+    shift
+    t0=$(date +%s%N)
+    for ((i = 0; i < CALLS; i++)); do "$@" || { echo "proxy-bench.sh: $label failed" >&2; exit 1; }; done
+    t1=$(date +%s%N)
+    jq -nc --arg l "$label" --argjson us "$(((t1 - t0) / CALLS / 1000))" '{label: $l, call_us: $us}' >>"$WORK/runs.jsonl"
+}
+if [[ -n $TLS && -n $TLS_PROXY ]]; then
+    export CE_AUTH_SOCK=$SOCK CE_AUTH_NO_AUTOSTART=1
+    TOKEN=$("$BIN/ce-auth" token)
+    with_token() { curl -fsS -o /dev/null --cacert "$WORK/tls/ca.pem" -H "Authorization: Bearer $TOKEN" "$TLS/small"; }
+    with_ce_auth() { curl -fsS -o /dev/null --cacert "$WORK/tls/ca.pem" -H "Authorization: Bearer $("$BIN/ce-auth" token)" "$TLS/small"; }
+    via_proxy() { curl -fsS -o /dev/null "$TLS_PROXY/small"; }
+    echo "per-process calls: $CALLS curl runs per round, https upstream $TLS, proxy $TLS_PROXY"
+    for _ in $(seq "$ROUNDS"); do
+        calls call-direct-token with_token
+        calls call-direct-ce-auth with_ce_auth
+        calls call-proxy via_proxy
+        # plain http both ways: what the extra hop costs a new connection
+        calls call-direct-http curl -fsS -o /dev/null "$UP/small"
+        calls call-proxy-http curl -fsS -o /dev/null "$PROXY/small"
+    done
+fi
+
 median() { # label field
     jq -s --arg l "$1" --arg f "$2" \
         '[.[] | select(.label == $l) | .[$f]] | sort | .[(length - 1) / 2 | floor]' "$WORK/runs.jsonl"
@@ -151,6 +224,14 @@ echo "proxy/bare forwarder, small responses: req/s $(ratio "$(median proxy-small
 echo "bare forwarder/direct, small responses: req/s $(ratio "$(median relay-small rps)" "$(median direct-small rps)")× (the ceiling of any proxy here)"
 echo "proxy/bare forwarder, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median relay-large mib_per_s)")×"
 echo "proxy/direct, 256 MiB response: throughput $(ratio "$(median proxy-large mib_per_s)" "$(median direct-large mib_per_s)")×"
+if [[ -n $TLS && -n $TLS_PROXY ]]; then
+    printf '\n| per-process call (curl, a new connection each) | µs per call |\n|---|---|\n'
+    for l in call-direct-token call-direct-ce-auth call-proxy call-direct-http call-proxy-http; do
+        printf '| %s | %s |\n' "$l" "$(median "$l" call_us)"
+    done
+    echo "proxy/direct per-process calls to an https API, calls/s: $(ratio "$(median call-direct-token call_us)" "$(median call-proxy call_us)")× (token in hand), $(ratio "$(median call-direct-ce-auth call_us)" "$(median call-proxy call_us)")× (ce-auth token per call)"
+    echo "proxy/direct per-process calls over plain http, calls/s: $(ratio "$(median call-direct-http call_us)" "$(median call-proxy-http call_us)")×"
+fi
 if [[ -n $NGINX ]]; then
     echo "proxy/nginx, small responses: req/s $(ratio "$(median proxy-small rps)" "$(median nginx-small rps)")×, p99 $(ratio "$(median proxy-small p99_us)" "$(median nginx-small p99_us)")×"
     echo "nginx/direct, small responses: req/s $(ratio "$(median nginx-small rps)" "$(median direct-small rps)")×"
