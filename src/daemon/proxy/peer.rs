@@ -123,9 +123,8 @@ mod diag {
                 }))
             }
             NetlinkPayload::Error(e) => match e.code.map(|c| -c.get()) {
-                Some(libc_enoent) if libc_enoent == rustix::io::Errno::NOENT.raw_os_error() => {
-                    Ok(None)
-                }
+                // no socket with these addresses
+                Some(code) if code == rustix::io::Errno::NOENT.raw_os_error() => Ok(None),
                 Some(code) => Err(format!(
                     "the kernel refused the sock_diag request: {}",
                     std::io::Error::from_raw_os_error(code)
