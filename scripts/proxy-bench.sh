@@ -47,6 +47,8 @@ RELAY=$(jq -r .url "$WORK/relay.out")
 # one worker, as the daemon's proxy runs on one thread, with keep-alive to
 # the upstream, a fixed Authorization added, and bodies streamed through
 # memory buffers
+# a port on 127.0.0.1 that nothing listens on now
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 NGINX=""
 TLS=""
 if [[ ${BENCH_NGINX:-1} != 0 ]] && command -v openssl >/dev/null && command -v curl >/dev/null; then
@@ -62,10 +64,10 @@ if [[ ${BENCH_NGINX:-1} != 0 ]] && command -v openssl >/dev/null && command -v c
         printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >leaf.ext
         openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
             -extfile leaf.ext -out leaf.pem 2>/dev/null
-    ) && TLS_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    ) && TLS_PORT=$(free_port)
 fi
 if [[ ${BENCH_NGINX:-1} != 0 ]] && NGINX_BIN=$(command -v nginx || ls /usr/sbin/nginx 2>/dev/null); then
-    NGINX_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    NGINX_PORT=$(free_port)
     mkdir -p "$WORK/nginx"
     cat >"$WORK/nginx/nginx.conf" <<NGINX
 $([[ $(id -u) == 0 ]] && echo "user root;")

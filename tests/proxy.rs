@@ -546,14 +546,7 @@ fn a_request_from_another_uid_that_hangs_up_at_once_is_not_forwarded() {
     // with the daemon stopped, the kernel completes each connection into the
     // listen queue; bash (its /dev/tcp) sends a request on it and closes it.
     // The daemon, resumed, accepts connections whose clients are gone.
-    let pid = w.d.pid();
-    let signal = |sig: &str| {
-        let st = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill {sig}");
-    };
+    use rustix::process::Signal;
     let (host, port) = addr.rsplit_once(':').unwrap();
     let script = format!(
         "for i in $(seq {N}); do \
@@ -562,13 +555,13 @@ fn a_request_from_another_uid_that_hangs_up_at_once_is_not_forwarded() {
            exec 3>&-; \
          done"
     );
-    signal("-STOP");
+    w.d.signal(Signal::STOP);
     let out = as_user(uid, gid, "bash")
         .args(["-c", &script])
         .output()
         .unwrap();
     if !out.status.success() {
-        signal("-CONT");
+        w.d.signal(Signal::CONT);
         panic!("bash as uid {uid}: {}", stderr(&out));
     }
     // each client's socket is now a time-wait entry, held by no process
@@ -583,7 +576,7 @@ fn a_request_from_another_uid_that_hangs_up_at_once_is_not_forwarded() {
             .count();
         (closed >= N).then_some(())
     });
-    signal("-CONT");
+    w.d.signal(Signal::CONT);
     let forwarded = || {
         w.upstream
             .seen()
